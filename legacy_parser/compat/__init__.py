@@ -1,0 +1,45 @@
+"""Import shims that let unmodified Pinball definitions load under Python 3.
+
+``install()`` puts a finder first on ``sys.meta_path`` that resolves the top-level
+``pinball`` and ``pinball_ext`` packages to the shim packages beside this file
+(their submodules then resolve through the packages' ``__path__``). It is called
+only inside sandbox workers, so the shims never appear in the server's
+``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from pathlib import Path
+
+SHIM_ROOT = str(Path(__file__).resolve().parent)
+SHIMMED_PACKAGES = ("pinball", "pinball_ext")
+
+
+class _ShimFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in SHIMMED_PACKAGES:
+            return importlib.machinery.PathFinder.find_spec(fullname, [SHIM_ROOT])
+        return None
+
+
+def install() -> None:
+    if not any(isinstance(finder, _ShimFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ShimFinder())
+
+
+def is_shim_file(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(SHIM_ROOT + os.sep)
+
+
+def definition_site() -> tuple[str, int]:
+    """The file and line of the nearest caller outside the shims (where a user wrote it)."""
+    frame = sys._getframe(1)
+    while frame is not None and is_shim_file(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return "", 0
+    return frame.f_code.co_filename, frame.f_lineno

@@ -1,0 +1,1 @@
+"""Shim of the Pinball names that workflow definitions import."""

@@ -1,0 +1,1 @@
+"""Shim of the pinball_ext names that workflow definitions import."""

@@ -1,0 +1,308 @@
+"""Immutable typed values produced by the parser.
+
+Everything here is plain data: it crosses the sandbox boundary as JSON (never
+pickle, so nothing a definition does can run code in the server) and is turned
+into protobuf by the service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass
+
+WORKFLOW_START_INPUT = "__WORKFLOW_START__"
+FINAL_JOB_NAME = "final"
+DEFAULT_MAX_RUNNING_INSTANCES = 3
+DEFAULT_JOB_PRIORITY = 1.0
+
+
+class OverrunPolicy(enum.IntEnum):
+    """Pinball's overrun policies, with Pinball's numeric values."""
+
+    SKIP = 0
+    ABORT_RUNNING = 1
+    DELAY = 2
+    DELAY_UNTIL_SUCCESS = 3
+    START_NEW = 4
+
+
+class JobKind(enum.StrEnum):
+    JOB = "job"
+    CONDITION = "condition"
+
+
+class ErrorKind(enum.StrEnum):
+    """What went wrong; one value per failure a user can cause."""
+
+    SYNTAX_ERROR = "syntax_error"
+    IMPORT_ERROR = "import_error"
+    EXCEPTION_AT_IMPORT = "exception_at_import"
+    MISSING_WORKFLOWS = "missing_workflows"
+    NOT_A_DICT = "not_a_dict"
+    INVALID_DEFINITION = "invalid_definition"
+    MISSING_PARENT = "missing_parent"
+    RESERVED_JOB_NAME = "reserved_job_name"
+    CYCLE = "cycle"
+    INVALID_RECURRENCE = "invalid_recurrence"
+    INVALID_SCHEDULE = "invalid_schedule"
+    UNKNOWN_OVERRUN_POLICY = "unknown_overrun_policy"
+    COMMAND_FORMAT = "command_format"
+    WRONG_TEMPLATE_TYPE = "wrong_template_type"
+    TEMPLATE_ERROR = "template_error"
+    UNKNOWN_ATTRIBUTE = "unknown_attribute"
+    MISSING_ATTRIBUTE = "missing_attribute"
+    INVALID_JSON = "invalid_json"
+    CONDITION_WITH_PARENTS = "condition_with_parents"
+    INVALID_CONFIG = "invalid_config"
+    IO_ERROR = "io_error"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    WORKER_CRASHED = "worker_crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowError:
+    """A problem found while loading a cluster, with where it was found."""
+
+    kind: ErrorKind
+    message: str
+    cluster: str = ""
+    workflow: str = ""
+    job: str = ""
+    file: str = ""
+    line: int = 0
+
+    def location(self) -> str:
+        parts = []
+        for label, value in (
+            ("cluster", self.cluster),
+            ("workflow", self.workflow),
+            ("job", self.job),
+        ):
+            if value:
+                parts.append(f"{label} {value}")
+        if self.file:
+            parts.append(f"{self.file}:{self.line}" if self.line else self.file)
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.location()
+        return f"{self.kind}: {self.message}" + (f" ({where})" if where else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTemplate:
+    """A job's command with the run's ``end_date`` cut out.
+
+    The parser renders each command once with a marker in place of the run's
+    end date and splits on it, so a command for any run is ``end_date`` joined
+    between the segments: no user code runs per request.
+    """
+
+    segments: tuple[str, ...]
+
+    def render(self, end_date: str) -> str:
+        return end_date.join(self.segments)
+
+    @property
+    def uses_end_date(self) -> bool:
+        return len(self.segments) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Pinball's grid: runs at ``reference_epoch + k * recurrence_seconds``, k >= 0 (UTC)."""
+
+    reference_epoch: int
+    recurrence_seconds: int
+    overrun_policy: OverrunPolicy
+    max_running_instances: int
+    emails: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job (or condition) of a workflow, as Pinball's template produced it."""
+
+    name: str
+    kind: JobKind
+    template: str
+    template_name: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    command: CommandTemplate
+    priority: float
+    score: float
+    token_priority: float
+    max_attempts: int
+    retry_delay_sec: int
+    warn_timeout_sec: int | None
+    abort_timeout_sec: int | None
+    emails: tuple[str, ...]
+    executor: str
+    executor_config: tuple[tuple[str, str], ...]
+    write_lock: str
+    cleanup_template: str | None
+    file: str
+    line: int
+
+    @property
+    def is_condition(self) -> bool:
+        return self.kind is JobKind.CONDITION
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A parsed workflow; ``jobs`` are sorted by name and include the final job."""
+
+    cluster: str
+    name: str
+    jobs: tuple[Job, ...]
+    final_job: str
+    schedule: Schedule
+    notify_emails: tuple[str, ...]
+    file: str
+    line: int
+
+    def job(self, name: str) -> Job | None:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file (or a listed directory) a parse read, for change detection."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    cluster: str
+    workflows: tuple[Workflow, ...]
+    errors: tuple[WorkflowError, ...]
+    files: tuple[SourceFile, ...]
+    duration_seconds: float
+
+    def errors_for(self, workflow: str) -> tuple[WorkflowError, ...]:
+        return tuple(error for error in self.errors if error.workflow == workflow)
+
+
+@dataclass(frozen=True, slots=True)
+class JobToken:
+    """Pinball's waiting job token for one run, typed instead of pickled."""
+
+    name: str
+    job: str
+    payload_name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    emails: tuple[str, ...]
+    max_attempts: int
+    retry_delay_sec: int
+    warn_timeout_sec: int | None
+    abort_timeout_sec: int | None
+    command: str
+    cleanup_template: str | None
+    is_condition: bool
+    priority: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleToken:
+    name: str
+    next_run_epoch: int
+    recurrence_seconds: int
+    overrun_policy: OverrunPolicy
+    workflow: str
+    emails: tuple[str, ...]
+    max_running_instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventToken:
+    """The start event that lets a top-level job run."""
+
+    name: str
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTokens:
+    workflow: str
+    run_epoch: int
+    instance: str
+    end_date: str
+    jobs: tuple[JobToken, ...]
+    schedule: ScheduleToken
+    events: tuple[EventToken, ...]
+
+
+# --- plain-data conversion (the sandbox's wire format) -----------------------
+
+
+def to_plain(value: typing.Any) -> typing.Any:
+    """Turn model values into JSON-compatible lists, dicts and scalars."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_plain(item) for item in value]
+    return value
+
+
+def from_plain(cls: type, data: typing.Any) -> typing.Any:
+    """Rebuild a model value of type ``cls`` from ``to_plain`` output, checking types."""
+    return _build(cls, data, cls.__name__)
+
+
+_HINTS: dict[type, dict[str, typing.Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, typing.Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _build(tp: typing.Any, data: typing.Any, path: str) -> typing.Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if data is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _build(inner, data, path)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(data, list):
+            raise TypeError(f"{path}: expected a list, got {type(data).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], item, f"{path}[{i}]") for i, item in enumerate(data))
+        if len(args) != len(data):
+            raise TypeError(f"{path}: expected {len(args)} items, got {len(data)}")
+        return tuple(_build(arg, item, f"{path}[{i}]") for i, (arg, item) in enumerate(zip(args, data)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
+        hints = _hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        if set(data) != set(names):
+            raise TypeError(f"{path}: fields {sorted(data)} do not match {sorted(names)}")
+        return tp(**{name: _build(hints[name], data[name], f"{path}.{name}") for name in names})
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    if tp is float and isinstance(data, int | float) and not isinstance(data, bool):
+        return float(data)
+    if tp in (int, str, bool) and type(data) is tp:
+        return data
+    raise TypeError(f"{path}: expected {getattr(tp, '__name__', tp)}, got {type(data).__name__}")
