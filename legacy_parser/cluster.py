@@ -1,0 +1,71 @@
+"""Parsing one cluster (a Pinball parser, its params and a repo root), inside a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from typing import Any
+
+from legacy_parser import compat
+from legacy_parser.errors import Locator
+from legacy_parser.jsonreader import read_json_workflows
+from legacy_parser.model import ErrorKind, ParseResult, SourceFile, WorkflowError
+from legacy_parser.pyreader import read_python_workflows
+
+PYTHON_PARSER = "pinball_ext.workflow.parser.PyWorkflowParser"
+JSON_PARSER = "pinball.parser.repository_config_parser.RepositoryConfigParser"
+PARSERS = (PYTHON_PARSER, JSON_PARSER)
+
+
+def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
+               ) -> ParseResult:
+    """Parse in this process. Imports user code: call only inside a sandbox worker."""
+    started = time.monotonic()
+    repo_root = os.path.realpath(repo_root)
+    locator = Locator(repo_root)
+    compat.install()
+    sys.dont_write_bytecode = True  # the legacy repo is typically mounted read-only
+    sys.path.insert(0, repo_root)
+    files: list[SourceFile] = []
+    if parser == PYTHON_PARSER:
+        workflows, errors = read_python_workflows(cluster, parser_params, locator)
+    elif parser == JSON_PARSER:
+        workflows, errors, files = read_json_workflows(cluster, repo_root, parser_params,
+                                                       locator)
+    else:
+        workflows, errors = [], [WorkflowError(
+            ErrorKind.INVALID_CONFIG,
+            f"unknown parser {parser!r}; expected one of {', '.join(PARSERS)}", cluster)]
+    files.extend(_python_files_read(locator, errors))
+    return ParseResult(
+        cluster=cluster,
+        workflows=tuple(sorted(workflows, key=lambda workflow: workflow.name)),
+        errors=tuple(errors),
+        files=tuple(sorted(set(files), key=lambda source: source.path)),
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _python_files_read(locator: Locator, errors: list[WorkflowError]) -> list[SourceFile]:
+    """Repo modules imported, plus files named by errors (a syntax error's file is never
+    imported, but fixing it must trigger a re-parse)."""
+    paths = {
+        module.__file__ for module in list(sys.modules.values())
+        if getattr(module, "__file__", None) and locator.in_repo(module.__file__)
+    }
+    paths.update(os.path.join(locator.repo_root, error.file) for error in errors
+                 if error.file and not os.path.isabs(error.file))
+    found = []
+    for path in sorted(paths):
+        try:
+            found.append(SourceFile(locator.relative(path), file_digest(path)))
+        except OSError:
+            continue  # vanished since: the catalog's next poll sees it missing
+    return found
