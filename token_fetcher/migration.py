@@ -1,0 +1,403 @@
+"""Migration metadata files and the Pinball -> Airflow handover on the schedule grid.
+
+A metadata file names one migrated workflow::
+
+    {"cluster_name": "core001", "workflow_name": "test_workflow",
+     "migration_date": "2020-01-01 00:00:00"}
+
+Grid points at or before the migration date belong to Pinball; the first grid point
+strictly after it is Airflow's first run (see docs/ARCHITECTURE.md, "Schedule
+alignment at the handover").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from legacy_parser.schedule import last_run_at_or_before, next_run_after
+
+__all__ = [
+    "Discovery",
+    "Handover",
+    "MetadataError",
+    "MigrationMetadata",
+    "discover_metadata",
+    "handover",
+    "parse_metadata",
+    "read_metadata",
+    "write_metadata",
+]
+
+_FIELDS = ("cluster_name", "workflow_name", "migration_date")
+_NAME_FIELDS = ("cluster_name", "workflow_name")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
+
+# "2020-01-01 00:00:00" or ISO 8601 with "T", optional fraction, optional "Z" or
+# offset. Written out rather than datetime.fromisoformat(), which in 3.11 also takes
+# date-only, hour-only, week dates and the basic format: all of them too ambiguous
+# for the date that decides which scheduler owns a run. [0-9], not \d, which also
+# matches non-ASCII digits.
+_DATE_RE = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[ Tt]"
+    r"(?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]{1,9}))?"
+    r"(?P<zone>[Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
+_DATE_FORMS = (
+    "expected 'YYYY-MM-DD HH:MM:SS' (UTC) or ISO 8601 such as "
+    "'2020-01-01T00:00:00Z', '2020-01-01T05:30:00+05:30' or '2020-01-01T00:00:00.5'"
+)
+
+
+class MetadataError(ValueError):
+    """A metadata file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, problem: str, path: str | os.PathLike[str] = "") -> None:
+        self.problem = problem
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default would call MetadataError(message) and lose the path.
+        return (type(self), (self.problem, self.path))
+
+
+def _name_problem(key: str, value: str) -> str | None:
+    if value == "":
+        return f"{key} is empty"
+    if not value.strip():
+        return f"{key} {value!r} is only whitespace"
+    if "/" in value:
+        return f"{key} {value!r} contains '/'"
+    if "\0" in value:
+        return f"{key} {value!r} contains a NUL character"
+    # The names become a folder and a file name in write_metadata().
+    if value in (".", ".."):
+        return f"{key} {value!r} is not a usable name"
+    return None
+
+
+def _floor_to_utc_second(value: datetime) -> datetime:
+    # The grid is whole seconds, and for an integer grid point g and any instant M,
+    # g <= M exactly when g <= floor(M): dropping the fraction never moves a run to
+    # the other scheduler, and keeps to_json() a lossless round trip.
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class MigrationMetadata:
+    """One migrated workflow.
+
+    ``migration_date`` must be timezone-aware; it is stored in UTC, truncated to the
+    second. ``path`` records where the metadata came from and takes no part in
+    equality or hashing.
+    """
+
+    cluster_name: str
+    workflow_name: str
+    migration_date: datetime
+    path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for key in _NAME_FIELDS:
+            value = getattr(self, key)
+            if not isinstance(value, str):
+                raise TypeError(f"{key} must be a str, got {type(value).__name__}")
+            problem = _name_problem(key, value)
+            if problem:
+                raise ValueError(problem)
+        date = self.migration_date
+        if not isinstance(date, datetime):
+            raise TypeError(f"migration_date must be a datetime, got {type(date).__name__}")
+        if date.utcoffset() is None:
+            raise ValueError("migration_date must be timezone-aware (use timezone.utc)")
+        # Frozen: normalising has to bypass the dataclass's __setattr__.
+        object.__setattr__(self, "migration_date", _floor_to_utc_second(date))
+        object.__setattr__(self, "path", os.fspath(self.path))
+
+    @property
+    def migration_epoch(self) -> int:
+        """The migration date in UTC epoch seconds."""
+        # timedelta // timedelta is exact integer arithmetic, unlike timestamp().
+        return (self.migration_date - _EPOCH) // _ONE_SECOND
+
+    def to_json(self) -> str:
+        """Return the canonical one-line file format (without a trailing newline)."""
+        d = self.migration_date
+        # Formatted by hand: strftime("%Y") does not pad years before 1000 on glibc.
+        stamp = f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+        return json.dumps(
+            {
+                "cluster_name": self.cluster_name,
+                "workflow_name": self.workflow_name,
+                "migration_date": stamp,
+            }
+        )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    shown = json.dumps(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{_json_type(value)} ({shown})"
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads() would silently keep the last of two "migration_date" keys.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _parse_date(value: str) -> datetime:
+    match = _DATE_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"migration_date {value!r} is not a date and time: {_DATE_FORMS}")
+    zone = match["zone"]
+    try:
+        if zone is None or zone in ("Z", "z"):
+            tz = UTC
+        else:
+            digits = zone[1:].replace(":", "")
+            hours, minutes = int(digits[:2]), int(digits[2:])
+            if hours > 23 or minutes > 59:
+                raise ValueError("bad offset")
+            sign = -1 if zone[0] == "-" else 1
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        year, month, day = (int(part) for part in match["date"].split("-"))
+        hour, minute, second = (int(part) for part in match["time"].split(":"))
+        # The fraction is dropped: see _floor_to_utc_second(). Offsets are whole
+        # minutes, so dropping it before converting to UTC gives the same second.
+        local = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"migration_date {value!r} is out of range (no such date, time or UTC offset)"
+        ) from None
+
+
+def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMetadata:
+    """Parse the text of a metadata file; ``path`` only labels errors and the result.
+
+    ``migration_date`` may be ``YYYY-MM-DD HH:MM:SS`` or ISO 8601 with ``T``, a
+    fraction of a second, and ``Z`` or an offset such as ``+05:30``; without a zone it
+    is UTC. Offsets are converted to UTC and the fraction is dropped. Unknown keys are
+    accepted and ignored, so newer files still load in older clients; duplicate keys
+    are an error. Every problem found is reported in one MetadataError.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise MetadataError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path
+        ) from None
+    except ValueError as exc:  # from _reject_duplicate_keys
+        raise MetadataError(f"invalid metadata: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise MetadataError(
+            f"expected a JSON object with {', '.join(_FIELDS)}, got {_json_type(data)}", path
+        )
+
+    problems: list[str] = []
+    missing = [key for key in _FIELDS if key not in data]
+    if missing:
+        problems.append(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    for key in _FIELDS:
+        if key in data and not isinstance(data[key], str):
+            problems.append(f"{key} must be a string, got {_describe(data[key])}")
+    for key in _NAME_FIELDS:
+        if isinstance(data.get(key), str):
+            problem = _name_problem(key, data[key])
+            if problem:
+                problems.append(problem)
+    migration_date = None
+    if isinstance(data.get("migration_date"), str):
+        try:
+            migration_date = _parse_date(data["migration_date"])
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise MetadataError("; ".join(problems), path)
+    assert migration_date is not None
+    return MigrationMetadata(
+        cluster_name=data["cluster_name"],
+        workflow_name=data["workflow_name"],
+        migration_date=migration_date,
+        path=os.fspath(path),
+    )
+
+
+def read_metadata(path: str | os.PathLike[str]) -> MigrationMetadata:
+    """Read and parse one metadata file; every failure is a MetadataError naming it."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise MetadataError(f"cannot read file: {exc.strerror or exc}", path) from None
+    try:
+        # utf-8-sig: editors on Windows like to start JSON files with a BOM.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"not UTF-8 text (byte {exc.start}): {exc.reason}", path) from None
+    return parse_metadata(text, path)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What discover_metadata() found.
+
+    ``entries`` is sorted by (cluster, workflow), one per workflow; ``errors`` holds
+    one MetadataError per unusable file or unreadable folder; ``duplicates`` lists
+    each (cluster, workflow) named by several files with all of their paths.
+    """
+
+    entries: tuple[MigrationMetadata, ...] = ()
+    errors: tuple[MetadataError, ...] = ()
+    duplicates: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+def _metadata_files(folder: str, errors: list[MetadataError]) -> list[str]:
+    def on_error(exc: OSError) -> None:
+        errors.append(
+            MetadataError(f"cannot list folder: {exc.strerror or exc}", exc.filename or folder)
+        )
+
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder, onerror=on_error):
+        # Pruning in place stops os.walk() descending into hidden folders.
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found.extend(
+            os.path.join(root, name)
+            for name in files
+            if name.endswith(".json") and not name.startswith(".")
+        )
+    return sorted(found)
+
+
+def discover_metadata(folder: str | os.PathLike[str]) -> Discovery:
+    """Find and read every metadata file under ``folder``.
+
+    A metadata file is any file whose name ends in ``.json`` (case-sensitive) in the
+    folder or any sub-folder, at any depth. Names starting with ``.`` are skipped,
+    files and folders alike (editor swap files, ``.git``, write_metadata()'s temp
+    files). Symlinked files are read; symlinked folders are not followed. When
+    several files name the same (cluster, workflow), the first path in sorted order
+    wins and all paths are reported in ``duplicates``.
+    """
+    errors: list[MetadataError] = []
+    by_key: dict[tuple[str, str], list[MigrationMetadata]] = {}
+    for path in _metadata_files(os.fspath(folder), errors):
+        try:
+            metadata = read_metadata(path)
+        except MetadataError as exc:
+            errors.append(exc)
+            continue
+        by_key.setdefault((metadata.cluster_name, metadata.workflow_name), []).append(metadata)
+
+    keys = sorted(by_key)
+    duplicates = tuple(
+        (cluster, workflow, tuple(m.path for m in by_key[cluster, workflow]))
+        for cluster, workflow in keys
+        if len(by_key[cluster, workflow]) > 1
+    )
+    return Discovery(
+        entries=tuple(by_key[key][0] for key in keys),
+        errors=tuple(sorted(errors, key=lambda exc: exc.path)),
+        duplicates=duplicates,
+    )
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Where Pinball stops and Airflow starts, in UTC epoch seconds.
+
+    ``last_legacy_run`` is None when the migration date is before the reference, so
+    Pinball never ran the workflow.
+    """
+
+    last_legacy_run: int | None
+    first_new_run: int
+
+
+def handover(reference: int, recurrence: int, migration_epoch: int) -> Handover:
+    """Split the grid ``reference + k * recurrence`` (k >= 0) at ``migration_epoch``.
+
+    Grid points at or before the migration date are Pinball's; the first one strictly
+    after it is Airflow's first run, and every later grid point is Airflow's too.
+    """
+    return Handover(
+        last_legacy_run=last_run_at_or_before(reference, recurrence, migration_epoch),
+        first_new_run=next_run_after(reference, recurrence, migration_epoch),
+    )
+
+
+def write_metadata(folder: str | os.PathLike[str], metadata: MigrationMetadata) -> str:
+    """Write ``<folder>/<cluster>/<workflow>.json`` atomically and return its path.
+
+    Readers see the old file or the new one, never a partial one: the text goes to a
+    hidden temp file in the same folder, is flushed to disk, then renamed over the
+    target. Raises ValueError for names discover_metadata() would skip (leading
+    ``.``), OSError when the file system refuses.
+    """
+    for key in _NAME_FIELDS:
+        name = getattr(metadata, key)
+        if name.startswith("."):
+            raise ValueError(
+                f"{key} {name!r} starts with '.': discover_metadata() would skip the file"
+            )
+    directory = os.path.join(os.fspath(folder), metadata.cluster_name)
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, metadata.workflow_name + ".json")
+    # Hidden and not *.json, so a concurrent discover_metadata() never reads it.
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{metadata.workflow_name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(metadata.to_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp() makes the file 0600; the scheduler may run as another user.
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; best effort, not every platform allows it.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
