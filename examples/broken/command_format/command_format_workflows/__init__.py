@@ -1,0 +1,1 @@
+"""Definitions of the command_format example."""

@@ -1,0 +1,1 @@
+"""Definitions of the cycle_unreachable example."""

@@ -1,0 +1,1 @@
+"""Definitions of the exception_at_import example."""

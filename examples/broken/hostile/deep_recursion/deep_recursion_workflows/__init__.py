@@ -1,0 +1,1 @@
+"""Hostile definitions: recurses without end at import."""

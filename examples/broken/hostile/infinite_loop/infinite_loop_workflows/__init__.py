@@ -1,0 +1,1 @@
+"""Hostile definitions: never finishes importing."""

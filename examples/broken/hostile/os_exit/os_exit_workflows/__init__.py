@@ -1,0 +1,1 @@
+"""Hostile definitions: ends the process with os._exit at import."""

@@ -1,0 +1,1 @@
+"""Hostile definitions: crashes the interpreter at import."""

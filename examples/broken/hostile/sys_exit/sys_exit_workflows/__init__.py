@@ -1,0 +1,1 @@
+"""Hostile definitions: calls sys.exit at import."""

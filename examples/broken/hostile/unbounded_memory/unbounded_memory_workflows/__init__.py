@@ -1,0 +1,1 @@
+"""Hostile definitions: allocates memory until stopped."""

@@ -1,0 +1,1 @@
+"""Definitions of the import_error example."""

@@ -1,0 +1,24 @@
+"""zero_recurrence repeats every 0 seconds; negative_recurrence every -1 hour."""
+
+from datetime import datetime, timedelta
+
+from pinball_ext.job_templates import CommandJobTemplate
+from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
+
+WORKFLOWS = {
+    'good_daily': WorkflowConfig(
+        jobs={
+            'extract': JobConfig(CommandJobTemplate('extract', 'echo extract')),
+            'load': JobConfig(CommandJobTemplate('load', 'echo load'), dependency=['extract']),
+        },
+        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
+        schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
+    'zero_recurrence': WorkflowConfig(
+        jobs={'extract': JobConfig(CommandJobTemplate('extract', 'echo extract'))},
+        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
+        schedule=ScheduleConfig(timedelta(0), datetime(2015, 1, 1, 6, 0))),
+    'negative_recurrence': WorkflowConfig(
+        jobs={'extract': JobConfig(CommandJobTemplate('extract', 'echo extract'))},
+        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
+        schedule=ScheduleConfig(timedelta(hours=-1), datetime(2015, 1, 1, 6, 0))),
+}

@@ -1,0 +1,1 @@
+"""Definitions of the missing_workflows example."""

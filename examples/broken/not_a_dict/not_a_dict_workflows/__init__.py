@@ -1,0 +1,1 @@
+"""Definitions of the not_a_dict example."""

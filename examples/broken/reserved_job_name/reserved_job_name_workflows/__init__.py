@@ -1,0 +1,1 @@
+"""Definitions of the reserved_job_name example."""

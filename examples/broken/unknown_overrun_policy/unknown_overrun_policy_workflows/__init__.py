@@ -1,0 +1,1 @@
+"""Definitions of the unknown_overrun_policy example."""

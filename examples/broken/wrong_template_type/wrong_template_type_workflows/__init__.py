@@ -1,0 +1,1 @@
+"""Definitions of the wrong_template_type example."""

@@ -1,0 +1,1 @@
+"""Job classes run by the job runner; each prints what it would do."""

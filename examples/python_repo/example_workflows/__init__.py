@@ -1,0 +1,1 @@
+"""Workflow definitions of the example team."""
