@@ -20,12 +20,16 @@ PARSERS = (PYTHON_PARSER, JSON_PARSER)
 
 
 def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
-               ) -> ParseResult:
+               default_email: str = "") -> ParseResult:
     """Parse in this process. Imports user code: call only inside a sandbox worker."""
     started = time.monotonic()
     repo_root = os.path.realpath(repo_root)
     locator = Locator(repo_root)
     compat.install()
+    if default_email:
+        from pinball.config.pinball_config import PinballConfig
+
+        PinballConfig.DEFAULT_EMAIL = default_email
     sys.dont_write_bytecode = True  # the legacy repo is typically mounted read-only
     sys.path.insert(0, repo_root)
     files: list[SourceFile] = []

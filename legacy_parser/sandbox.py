@@ -49,12 +49,13 @@ class Sandbox:
         self._closed = False
 
     def parse(self, cluster: str, repo_root: str, parser: str,
-              parser_params: dict[str, Any]) -> ParseResult:
+              parser_params: dict[str, Any], default_email: str = "") -> ParseResult:
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
             "parser": parser,
             "parser_params": parser_params,
+            "default_email": default_email,
             "memory_bytes": self.limits.memory_bytes,
             "cpu_seconds": int(self.limits.timeout_seconds) + 1,
         }, default=str).encode()

@@ -29,7 +29,7 @@ def main() -> None:
     from legacy_parser.model import to_plain
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
-                        request["parser_params"])
+                        request["parser_params"], request["default_email"])
     json.dump({"result": to_plain(result)}, result_stream)
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.

@@ -1,0 +1,443 @@
+"""Per-cluster versioned snapshots of parsed workflows: load, watch, refresh, last-known-good.
+
+A snapshot is immutable and swapped in whole, so requests read a consistent view
+without locks. When a new parse breaks a workflow (or the whole cluster), its last
+good version stays served, flagged stale, with the error. Watchers hear of every
+change. Requests never parse, import user code or walk the file system: all of that
+happens here, in background threads and sandbox workers.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cachetools
+
+from legacy_parser import model
+from legacy_parser.cluster import JSON_PARSER, file_digest
+from legacy_parser.sandbox import Sandbox, SandboxClosed
+from token_fetcher import convert
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.config import ClusterConfig, ConfigError, ServerConfig
+from token_fetcher.history import VersionHistory
+from token_fetcher.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.Enum):
+    OK = pb.PARSE_STATUS_OK
+    STALE = pb.PARSE_STATUS_STALE
+    BROKEN = pb.PARSE_STATUS_BROKEN
+
+
+class LoadState(enum.Enum):
+    LOADING = pb.LOAD_STATE_LOADING
+    READY = pb.LOAD_STATE_READY
+    FAILED = pb.LOAD_STATE_FAILED
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a workflow: the parsed model and its ready-made spec."""
+
+    workflow: model.Workflow
+    fingerprint: str
+    spec: pb.WorkflowSpec  # without next_run_time; never mutated
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    status: Status
+    version: Version | None
+    errors: tuple[model.WorkflowError, ...]
+    # Serialized answers built from this entry, owned by the service.
+    responses: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    name: str
+    state: LoadState
+    format: int
+    entries: Mapping[str, Entry]
+    names: tuple[str, ...]
+    cluster_errors: tuple[model.WorkflowError, ...]
+    errors: tuple[model.WorkflowError, ...]
+    loaded_at: float | None = None
+    load_duration: float = 0.0
+    last_success: float | None = None
+    files_watched: int = 0
+    job_count: int = 0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for entry in self.entries.values() if entry.status is status)
+
+
+@dataclass(frozen=True)
+class Change:
+    type: int  # pb.WorkflowEvent.Type
+    cluster: str
+    workflow: str
+    old_fingerprint: str
+    new_fingerprint: str
+    errors: tuple[model.WorkflowError, ...]
+    time: float
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    snapshot: ClusterSnapshot
+    changes: tuple[Change, ...]
+
+
+class Subscription:
+    """A watcher's queue of changes; ``overflowed`` when it fell too far behind."""
+
+    def __init__(self, cluster: str, capacity: int = 10000) -> None:
+        self.cluster = cluster
+        self.queue: queue.Queue[Change | None] = queue.Queue(capacity)
+        self.overflowed = False
+
+    def offer(self, change: Change | None) -> None:
+        try:
+            self.queue.put_nowait(change)
+        except queue.Full:
+            self.overflowed = True
+
+
+class FileWatch:
+    """The files a cluster's parse depends on, and the content each had when parsed."""
+
+    def __init__(self) -> None:
+        self._expected: dict[str, str | None] = {}
+        self._stats: dict[str, tuple | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+    def reset(self, parsed: Mapping[str, str], also: Iterable[str]) -> None:
+        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now."""
+        expected = dict(parsed)
+        for path in also:
+            if path not in expected:
+                expected[path] = _current_digest(path)
+        self._expected = expected
+        self._stats = {}
+
+    def changed(self) -> list[str]:
+        """Paths whose content differs from what the last parse saw."""
+        changed = []
+        for path, digest in self._expected.items():
+            signature = _stat_signature(path)
+            if path in self._stats and self._stats[path] == signature:
+                continue
+            self._stats[path] = signature
+            if _current_digest(path) != digest:
+                changed.append(path)
+        return changed
+
+
+def _stat_signature(path: str) -> tuple | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_mode)
+
+
+def _current_digest(path: str) -> str | None:
+    try:
+        if path.endswith(os.sep):
+            import hashlib
+
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            return hashlib.sha256("\n".join(names).encode()).hexdigest()
+        return file_digest(path)
+    except OSError:
+        return None
+
+
+class Catalog:
+    def __init__(self, config: ServerConfig, sandbox: Sandbox, history: VersionHistory,
+                 metrics: ServerMetrics) -> None:
+        self.config = config
+        self.sandbox = sandbox
+        self.history = history
+        self.metrics = metrics
+        self._snapshots: dict[str, ClusterSnapshot] = {
+            name: ClusterSnapshot(name, LoadState.LOADING, _format(cluster), {}, (), (), ())
+            for name, cluster in config.clusters.items()
+        }
+        self._cluster_locks = {name: threading.Lock() for name in config.clusters}
+        self._watches = {name: FileWatch() for name in config.clusters}
+        self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
+        self._versions: cachetools.LRUCache[tuple[str, str], Version] = cachetools.LRUCache(4096)
+        self._versions_lock = threading.Lock()
+        self._subscribers: list[Subscription] = []
+        self._subscribers_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._first_load_done = threading.Event()
+        self._loader = ThreadPoolExecutor(max_workers=max(1, config.sandbox.workers),
+                                          thread_name_prefix="catalog-load")
+        self._poller: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the first load of every cluster, then poll for changes."""
+        futures = [self._loader.submit(self._load, name) for name in self.config.clusters]
+
+        def first_load_then_poll() -> None:
+            for future in futures:
+                future.exception()
+            self._first_load_done.set()
+            self._poll_forever()
+
+        self._poller = threading.Thread(target=first_load_then_poll, name="catalog-poll",
+                                        daemon=True)
+        self._poller.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._first_load_done.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._first_load_done.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sandbox.close()
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        with self._subscribers_lock:
+            for subscriber in self._subscribers:
+                subscriber.offer(None)
+        self.history.close()
+
+    # --- reads (request path: memory only, except pinned versions from history) ---
+
+    def cluster_names(self) -> list[str]:
+        return list(self.config.clusters)
+
+    def snapshot(self, cluster: str) -> ClusterSnapshot | None:
+        return self._snapshots.get(cluster)
+
+    def version(self, cluster: str, fingerprint: str) -> Version | None:
+        """Any version this cluster has served, kept in memory or in the history."""
+        key = (cluster, fingerprint)
+        with self._versions_lock:
+            found = self._versions.get(key)
+        if found is not None:
+            return found
+        workflow = self.history.load(cluster, fingerprint)
+        if workflow is None:
+            return None
+        version = _version(workflow)
+        if version.fingerprint != fingerprint:
+            return None
+        with self._versions_lock:
+            self._versions[key] = version
+        return version
+
+    # --- watchers -------------------------------------------------------------------
+
+    def subscribe(self, cluster: str) -> Subscription:
+        subscription = Subscription(cluster)
+        with self._subscribers_lock:
+            self._subscribers.append(subscription)
+        if self._stop.is_set():
+            subscription.offer(None)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._subscribers_lock:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def _publish(self, changes: Iterable[Change]) -> None:
+        with self._subscribers_lock:
+            subscribers = list(self._subscribers)
+        for change in changes:
+            for subscriber in subscribers:
+                if not subscriber.cluster or subscriber.cluster == change.cluster:
+                    subscriber.offer(change)
+
+    # --- loading --------------------------------------------------------------------
+
+    def reload(self, cluster: str) -> ReloadOutcome | None:
+        """Re-parse a cluster now; None when the catalog is shutting down."""
+        return self._load(cluster)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.config.poll_interval_seconds):
+            for name in self.config.clusters:
+                if self._stop.is_set():
+                    return
+                lock = self._cluster_locks[name]
+                if lock.locked():
+                    continue  # a load is under way; it resets the watch when done
+                with lock:
+                    changed = self._watches[name].changed()
+                if changed:
+                    log.info("cluster %s: %s changed; re-parsing", name, changed[0])
+                    self._loader.submit(self._load, name, time.monotonic())
+
+    def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
+        cluster = self.config.clusters[name]
+        with self._cluster_locks[name]:
+            if self._stop.is_set():
+                return None
+            wall_started = time.time()
+            extra_watch = []
+            try:
+                if cluster.pinball_config:
+                    extra_watch.append(cluster.pinball_config)
+                setup = cluster.parser_setup()
+                result = self.sandbox.parse(name, cluster.repo, setup.parser,
+                                            setup.parser_params, setup.default_email)
+            except ConfigError as error:
+                result = model.ParseResult(name, (), (model.WorkflowError(
+                    model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
+            except SandboxClosed:
+                return None
+            previous = self._snapshots[name]
+            snapshot, changes = self._merge(previous, result, wall_started)
+            good = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
+            self.history.save(name, list(good.items()))
+            with self._versions_lock:
+                for entry in snapshot.entries.values():
+                    if entry.version is not None:
+                        self._versions[(name, entry.version.fingerprint)] = entry.version
+            self._snapshots[name] = snapshot
+            self._reset_watch(cluster, result, extra_watch)
+            self.metrics.record_load(snapshot, result, self.history.error)
+            if change_seen_at is not None:
+                self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
+        self._publish(changes)
+        return ReloadOutcome(snapshot, tuple(changes))
+
+    def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
+                     extra: list[str]) -> None:
+        root = cluster.repo
+        parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
+        if not result.errors:
+            self._last_good_files[cluster.name] = parsed
+        # Files of the last good parse are watched too: a broken parse may have read
+        # none (say, the repo folder vanished), yet their return must trigger a retry.
+        also = [*self._last_good_files[cluster.name], *extra]
+        if result.errors and not parsed and not also:
+            also.append(root + os.sep)
+        self._watches[cluster.name].reset(parsed, also)
+
+    def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
+               wall_started: float) -> tuple[ClusterSnapshot, list[Change]]:
+        name = previous.name
+        entries: dict[str, Entry] = {}
+        for workflow in result.workflows:
+            old = previous.entries.get(workflow.name)
+            version = _version(workflow)
+            if old is not None and old.version is not None and \
+                    old.version.fingerprint == version.fingerprint and old.status is Status.OK:
+                entries[workflow.name] = old  # unchanged: keep its ready-made answers
+            else:
+                entries[workflow.name] = Entry(workflow.name, Status.OK, version, ())
+        by_workflow: dict[str, list[model.WorkflowError]] = {}
+        cluster_errors = []
+        for error in result.errors:
+            if error.workflow:
+                by_workflow.setdefault(error.workflow, []).append(error)
+            else:
+                cluster_errors.append(error)
+        for workflow_name, errors in by_workflow.items():
+            entries[workflow_name] = _failed_entry(previous, workflow_name, tuple(errors))
+        if cluster_errors:
+            # The parse as a whole failed: keep every workflow it could not see.
+            for workflow_name in previous.entries:
+                if workflow_name not in entries:
+                    entries[workflow_name] = _failed_entry(previous, workflow_name,
+                                                           tuple(cluster_errors))
+        succeeded = bool(result.workflows) or not cluster_errors
+        if previous.state is LoadState.LOADING and not succeeded and not entries:
+            state = LoadState.FAILED
+        elif previous.state is LoadState.FAILED and not succeeded:
+            state = LoadState.FAILED
+        else:
+            state = LoadState.READY
+        snapshot = ClusterSnapshot(
+            name=name,
+            state=state,
+            format=previous.format,
+            entries=entries,
+            names=tuple(sorted(entries)),
+            cluster_errors=tuple(cluster_errors),
+            errors=result.errors,
+            loaded_at=wall_started,
+            load_duration=result.duration_seconds,
+            last_success=wall_started if not result.errors else previous.last_success,
+            files_watched=len(result.files),
+            job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
+        )
+        return snapshot, _changes(previous, snapshot, wall_started)
+
+
+def _format(cluster: ClusterConfig) -> int:
+    try:
+        parser = cluster.parser_setup().parser
+    except ConfigError:
+        return pb.DEFINITION_FORMAT_UNSPECIFIED
+    return pb.DEFINITION_FORMAT_JSON if parser == JSON_PARSER else pb.DEFINITION_FORMAT_PYTHON
+
+
+def _version(workflow: model.Workflow) -> Version:
+    spec = convert.workflow_spec(workflow)
+    return Version(workflow, convert.fingerprint(spec), spec)
+
+
+def _failed_entry(previous: ClusterSnapshot, name: str,
+                  errors: tuple[model.WorkflowError, ...]) -> Entry:
+    old = previous.entries.get(name)
+    good = old.version if old is not None else None
+    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors)
+
+
+def _new_versions(previous: ClusterSnapshot, snapshot: ClusterSnapshot) -> list[Version]:
+    known = {e.version.fingerprint for e in previous.entries.values() if e.version}
+    return [e.version for e in snapshot.entries.values()
+            if e.version is not None and e.version.fingerprint not in known]
+
+
+def _fingerprint(entry: Entry | None) -> str:
+    return entry.version.fingerprint if entry is not None and entry.version else ""
+
+
+def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float) -> list[Change]:
+    event = pb.WorkflowEvent
+    changes = []
+    for name in snapshot.names:
+        new, old = snapshot.entries[name], previous.entries.get(name)
+        old_fp, new_fp = _fingerprint(old), _fingerprint(new)
+        if new.status is not Status.OK:
+            if old is None or old.status is Status.OK or old.errors != new.errors:
+                changes.append(Change(event.TYPE_BROKEN, snapshot.name, name, old_fp, new_fp,
+                                      new.errors, now))
+        elif old is None:
+            changes.append(Change(event.TYPE_ADDED, snapshot.name, name, "", new_fp, (), now))
+        elif old_fp != new_fp or old.status is not Status.OK:
+            changes.append(Change(event.TYPE_CHANGED, snapshot.name, name, old_fp, new_fp, (),
+                                  now))
+    for name in previous.names:
+        if name not in snapshot.entries:
+            changes.append(Change(event.TYPE_REMOVED, snapshot.name, name,
+                                  _fingerprint(previous.entries[name]), "", (), now))
+    return changes

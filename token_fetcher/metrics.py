@@ -1,0 +1,66 @@
+"""The server's Prometheus metrics, on a registry of their own (served on their own port)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from legacy_parser.model import ParseResult
+    from token_fetcher.catalog import ClusterSnapshot
+
+_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class ServerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rpcs = Counter("token_fetcher_rpcs_total", "RPCs answered, by method and status code",
+                            ["method", "code"], registry=r)
+        self.rpc_duration = Histogram("token_fetcher_rpc_duration_seconds",
+                                      "Time to answer an RPC", ["method"], buckets=_RPC_BUCKETS,
+                                      registry=r)
+        self.in_flight = Gauge("token_fetcher_rpcs_in_flight", "RPCs being answered now",
+                               registry=r)
+        self.parse_duration = Histogram("token_fetcher_parse_duration_seconds",
+                                        "Time to parse a cluster in the sandbox", ["cluster"],
+                                        buckets=_LOAD_BUCKETS, registry=r)
+        self.parse_errors = Counter("token_fetcher_parse_errors_total",
+                                    "Errors found by parses, by kind", ["cluster", "kind"],
+                                    registry=r)
+        self.workflows = Gauge("token_fetcher_workflows", "Workflows served, by parse status",
+                               ["cluster", "status"], registry=r)
+        self.last_success = Gauge("token_fetcher_last_successful_load_timestamp_seconds",
+                                  "When a parse of the cluster last had no errors", ["cluster"],
+                                  registry=r)
+        self.refresh_lag = Histogram("token_fetcher_refresh_lag_seconds",
+                                     "From noticing a changed file to serving the new snapshot",
+                                     ["cluster"], buckets=_LOAD_BUCKETS, registry=r)
+        self.snapshot_bytes = Gauge("token_fetcher_snapshot_bytes",
+                                    "Serialized size of the specs served", ["cluster"],
+                                    registry=r)
+        self.state_store_healthy = Gauge("token_fetcher_state_store_healthy",
+                                         "1 when past versions are being saved, 0 when the state "
+                                         "directory fails and versions live in memory only",
+                                         registry=r)
+        self.state_store_healthy.set(1)
+
+    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult,
+                    history_error: str) -> None:
+        from token_fetcher.catalog import Status
+
+        name = snapshot.name
+        self.parse_duration.labels(name).observe(result.duration_seconds)
+        for error in result.errors:
+            self.parse_errors.labels(name, error.kind.value).inc()
+        for status in Status:
+            self.workflows.labels(name, status.name.lower()).set(snapshot.count(status))
+        if snapshot.last_success is not None:
+            self.last_success.labels(name).set(snapshot.last_success)
+        self.snapshot_bytes.labels(name).set(sum(
+            entry.version.spec.ByteSize() for entry in snapshot.entries.values()
+            if entry.version is not None))
+        self.state_store_healthy.set(0 if history_error else 1)

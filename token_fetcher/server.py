@@ -1,0 +1,196 @@
+"""Assembly: the gRPC server with health, reflection and metrics, and its shutdown.
+
+Handlers are registered from the service descriptor rather than the generated
+``add_..._to_server`` so that each one is timed and counted in one place, and may return
+ready serialized bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import start_http_server
+
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.catalog import Catalog
+from token_fetcher.config import ServerConfig
+from token_fetcher.history import VersionHistory
+from token_fetcher.metrics import ServerMetrics
+from token_fetcher.service import Failure, TokenFetcherService
+from legacy_parser.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["TokenFetcher"]
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _serialize(response) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+class _Instrumented:
+    """Times and counts one method, and turns failures into status codes."""
+
+    def __init__(self, name: str, behaviour, metrics: ServerMetrics) -> None:
+        self.name = name
+        self.behaviour = behaviour
+        self.metrics = metrics
+        self.duration = metrics.rpc_duration.labels(name)
+
+    def _abort(self, context, error: Exception) -> str:
+        if isinstance(error, Failure):
+            context.abort(error.code, error.message)
+        log.exception("%s failed", self.name)
+        context.abort(grpc.StatusCode.INTERNAL, f"{self.name} failed inside the server: "
+                      f"{type(error).__name__}; see the server log")
+
+    def _finish(self, started: float, code: str) -> None:
+        self.metrics.in_flight.dec()
+        self.duration.observe(time.perf_counter() - started)
+        self.metrics.rpcs.labels(self.name, code).inc()
+
+    def unary(self, request, context):
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        code = "OK"
+        try:
+            return self.behaviour(request, context)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status code
+            code = error.code.name if isinstance(error, Failure) else "INTERNAL"
+            self._abort(context, error)
+        finally:
+            self._finish(started, code)
+
+    def stream(self, request, context):
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        code = "OK"
+        try:
+            yield from self.behaviour(request, context)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status code
+            code = error.code.name if isinstance(error, Failure) else "INTERNAL"
+            self._abort(context, error)
+        finally:
+            self._finish(started, code)
+
+
+def service_handler(service: TokenFetcherService, metrics: ServerMetrics):
+    handlers = {}
+    for method in SERVICE.methods:
+        wrapped = _Instrumented(method.name, getattr(service, method.name), metrics)
+        request_class = getattr(pb, method.input_type.name)
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            wrapped.stream if method.server_streaming else wrapped.unary,
+            request_deserializer=request_class.FromString, response_serializer=_serialize)
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
+
+
+def _reflection(server: grpc.Server, service_names: list[str]) -> None:
+    """Reflection under v1alpha (grpcurl 1.8) and v1 (buf curl): the messages are the same."""
+    servicer = reflection.ReflectionServicer(service_names)
+    for name in (reflection.SERVICE_NAME, REFLECTION_V1):
+        handler = grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),))
+
+
+class TokenFetcherServer:
+    def __init__(self, config: ServerConfig, shutdown_notice_seconds: float = 1.0) -> None:
+        self.config = config
+        self.shutdown_notice_seconds = shutdown_notice_seconds
+        self.metrics = ServerMetrics()
+        self.catalog = Catalog(config, Sandbox(config.sandbox),
+                               VersionHistory(config.state_dir, config.history_versions),
+                               self.metrics)
+        self.service = TokenFetcherService(self.catalog, config.reload_enabled)
+        self.health = health.HealthServicer()
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.server_threads,
+                                       thread_name_prefix="rpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[("grpc.max_send_message_length", config.max_message_bytes),
+                     ("grpc.max_receive_message_length", config.max_message_bytes),
+                     ("grpc.so_reuseport", 0)])
+        self._server.add_generic_rpc_handlers((service_handler(self.service, self.metrics),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        if config.reflection_enabled:
+            _reflection(self._server, [SERVICE.full_name, health.SERVICE_NAME,
+                                       reflection.SERVICE_NAME, REFLECTION_V1])
+        self.port = self._bind()
+        self.metrics_port = 0
+        self._metrics_http = None
+        self._stopped = threading.Event()
+
+    def _bind(self) -> int:
+        tls = self.config.tls
+        if tls is None:
+            port = self._server.add_insecure_port(self.config.listen)
+        else:
+            with open(tls.key_file, "rb") as key, open(tls.cert_file, "rb") as cert:
+                pair = (key.read(), cert.read())
+            client_ca = None
+            if tls.client_ca_file:
+                with open(tls.client_ca_file, "rb") as handle:
+                    client_ca = handle.read()
+            credentials = grpc.ssl_server_credentials(
+                [pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+            port = self._server.add_secure_port(self.config.listen, credentials)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        return port
+
+    def _set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE.full_name):
+            self.health.set(name, status)
+
+    def start(self) -> None:
+        """Listen now; report SERVING once every cluster's first load has finished."""
+        self._set_serving(False)
+        if self.config.metrics:
+            host, _, port = self.config.metrics.rpartition(":")
+            self._metrics_http, _ = start_http_server(int(port), host.strip("[]"),
+                                                      registry=self.metrics.registry)
+            self.metrics_port = self._metrics_http.server_port
+        self._server.start()
+        self.catalog.start()
+
+        def serve_when_loaded() -> None:
+            self.catalog.wait_ready()
+            if not self._stopped.is_set():
+                self._set_serving(True)
+                log.info("serving on port %d", self.port)
+
+        threading.Thread(target=serve_when_loaded, name="await-first-load", daemon=True).start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING first, then refuse new calls, let in-flight ones finish."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        # Probes need a moment to see NOT_SERVING before calls start being refused.
+        time.sleep(self.shutdown_notice_seconds)
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        done = self._server.stop(grace)
+        self.catalog.close()  # ends watch streams and sandbox workers
+        done.wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()

@@ -1,0 +1,353 @@
+"""The TokenFetcher servicer: answers from the catalog's current snapshot.
+
+A request costs a lookup and a send: specs are built once per version, and serialized
+answers are kept per version (specs until the next run time moves, tokens per run),
+so handlers may return ready bytes. Errors are raised as ``Failure`` and turned into
+status codes at the edge (see ``server``).
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import threading
+import time
+
+import cachetools
+import grpc
+
+from legacy_parser.schedule import next_run_after
+from token_fetcher import __version__, convert
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.catalog import Catalog, ClusterSnapshot, Entry, LoadState, Status, Version
+from token_fetcher.migration import handover
+
+MAX_NAME_LENGTH = 512
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_BATCH = 10000
+# Run times the job runner's end_date can express (years 1 to 9999).
+MIN_EPOCH = -62135596800 + 86400
+MAX_EPOCH = 253402300799
+
+
+class Failure(Exception):
+    """A request that cannot be answered: a status code and a message saying why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> Failure:
+    return Failure(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def check_name(value: str, what: str, required: bool = True) -> str:
+    if not value:
+        if required:
+            raise _invalid(f"{what} is required")
+        return value
+    if len(value) > MAX_NAME_LENGTH:
+        raise _invalid(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise _invalid(f"{what} {value!r} contains control characters")
+    if value != value.strip():
+        raise _invalid(f"{what} {value!r} has leading or trailing whitespace")
+    return value
+
+
+def check_time(stamp, what: str, present: bool) -> int:
+    if not present:
+        raise _invalid(f"{what} is required")
+    if stamp.nanos:
+        raise _invalid(f"{what} must be whole seconds, got {stamp.nanos} nanoseconds")
+    if not MIN_EPOCH <= stamp.seconds <= MAX_EPOCH:
+        raise _invalid(f"{what} {stamp.seconds} s is outside years 0001 to 9999")
+    return stamp.seconds
+
+
+def _page_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _after_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeError):
+        raise _invalid(f"page_token {token[:40]!r} is not one this server issued") from None
+
+
+class TokenFetcherService:
+    def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time) -> None:
+        self.catalog = catalog
+        self.reload_enabled = reload_enabled
+        self.clock = clock
+        self.started_at = int(clock())
+        self._tokens = cachetools.LRUCache(maxsize=4096)
+        self._tokens_lock = threading.Lock()
+
+    # --- lookups ----------------------------------------------------------------------
+
+    def _snapshot(self, cluster: str) -> ClusterSnapshot:
+        check_name(cluster, "cluster")
+        snapshot = self.catalog.snapshot(cluster)
+        if snapshot is None:
+            raise Failure(grpc.StatusCode.NOT_FOUND,
+                          f"no cluster {cluster!r}; clusters: "
+                          + ", ".join(self.catalog.cluster_names()))
+        if snapshot.state is LoadState.LOADING:
+            raise Failure(grpc.StatusCode.UNAVAILABLE,
+                          f"cluster {cluster!r} is still loading; retry shortly")
+        return snapshot
+
+    def _entry(self, snapshot: ClusterSnapshot, workflow: str) -> Entry:
+        check_name(workflow, "workflow")
+        entry = snapshot.entries.get(workflow)
+        if entry is not None:
+            return entry
+        if snapshot.cluster_errors:
+            raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"no workflow {workflow!r} is known in cluster {snapshot.name!r}, "
+                          f"whose definitions fail to load: {snapshot.cluster_errors[0]}")
+        raise Failure(grpc.StatusCode.NOT_FOUND,
+                      f"no workflow {workflow!r} in cluster {snapshot.name!r}")
+
+    def _resolve(self, cluster: str, workflow: str,
+                 fingerprint: str) -> tuple[Version, Entry | None, Status]:
+        """The version asked for, the current entry (if any) and the status to report."""
+        snapshot = self._snapshot(cluster)
+        if fingerprint:
+            check_name(workflow, "workflow")
+            check_name(fingerprint, "fingerprint")
+            version = self.catalog.version(cluster, fingerprint)
+            if version is None or version.workflow.name != workflow:
+                raise Failure(grpc.StatusCode.NOT_FOUND,
+                              f"no version {fingerprint!r} of workflow {workflow!r} in cluster "
+                              f"{cluster!r} (past versions are kept for a bounded time)")
+            entry = snapshot.entries.get(workflow)
+            current = entry is not None and entry.version is version
+            return version, entry if current else None, entry.status if current else Status.OK
+        entry = self._entry(snapshot, workflow)
+        if entry.version is None:
+            raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"workflow {workflow!r} in cluster {cluster!r} fails to parse and has "
+                          f"no good version: {entry.errors[0] if entry.errors else 'unknown'}")
+        return entry.version, entry, entry.status
+
+    def _schedule(self, version: Version, now: int) -> pb.Schedule:
+        schedule = pb.Schedule()
+        schedule.CopyFrom(version.spec.schedule)
+        model_schedule = version.workflow.schedule
+        schedule.next_run_time.seconds = next_run_after(
+            model_schedule.reference_epoch, model_schedule.recurrence_seconds, now)
+        return schedule
+
+    def _spec(self, version: Version, entry: Entry | None, now: int) -> pb.WorkflowSpec:
+        """The spec with next_run_time for now, cached on the entry until that run passes."""
+        model_schedule = version.workflow.schedule
+        next_run = next_run_after(model_schedule.reference_epoch,
+                                  model_schedule.recurrence_seconds, now)
+        cached = entry.responses.get("spec") if entry is not None else None
+        if cached is not None and cached[0] == next_run:
+            return cached[1]
+        spec = pb.WorkflowSpec()
+        spec.CopyFrom(version.spec)
+        spec.schedule.next_run_time.seconds = next_run
+        if entry is not None:
+            entry.responses["spec"] = (next_run, spec)
+        return spec
+
+    # --- RPCs -------------------------------------------------------------------------
+
+    def ListWorkflows(self, request: pb.ListWorkflowsRequest, context) -> pb.ListWorkflowsResponse:
+        snapshot = self._snapshot(request.cluster)
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 0 < page_size <= MAX_PAGE_SIZE:
+            raise _invalid(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got "
+                           f"{request.page_size}")
+        start = 0
+        if request.page_token:
+            start = bisect.bisect_right(snapshot.names, _after_token(request.page_token))
+        names = snapshot.names[start:start + page_size]
+        now = int(self.clock())
+        response = pb.ListWorkflowsResponse(
+            total_size=len(snapshot.names),
+            cluster_errors=[convert.parse_error(e) for e in snapshot.cluster_errors])
+        for name in names:
+            entry = snapshot.entries[name]
+            summary = response.workflows.add(name=name, status=entry.status.value,
+                                              errors=[convert.parse_error(e)
+                                                      for e in entry.errors])
+            if entry.version is not None:
+                summary.fingerprint = entry.version.fingerprint
+                summary.job_count = len(entry.version.workflow.jobs)
+                summary.schedule.CopyFrom(self._schedule(entry.version, now))
+        if start + page_size < len(snapshot.names):
+            response.next_page_token = _page_token(names[-1])
+        return response
+
+    def GetWorkflowSpec(self, request: pb.GetWorkflowSpecRequest, context):
+        version, entry, status = self._resolve(request.cluster, request.workflow,
+                                               request.fingerprint)
+        errors = [convert.parse_error(e) for e in entry.errors] if entry is not None else []
+        if request.if_none_match and request.if_none_match == version.fingerprint:
+            return pb.GetWorkflowSpecResponse(not_modified=True, fingerprint=version.fingerprint,
+                                              status=status.value, errors=errors)
+        now = int(self.clock())
+        if entry is None:
+            return pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
+                                              spec=self._spec(version, None, now),
+                                              status=status.value)
+        spec = self._spec(version, entry, now)
+        cached = entry.responses.get("spec_response")
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint, spec=spec,
+                                            status=status.value, errors=errors)
+        data = answer.SerializeToString()
+        entry.responses["spec_response"] = (spec, data)
+        return data
+
+    def _job_tokens(self, cluster: str, workflow: str, fingerprint: str, run_time,
+                    has_run_time: bool, jobs: list[str]) -> bytes | pb.GetJobTokensResponse:
+        version, _, status = self._resolve(cluster, workflow, fingerprint)
+        run_epoch = check_time(run_time, "run_time", has_run_time)
+        wanted = None
+        if jobs:
+            known = {job.name for job in version.workflow.jobs}
+            for job in jobs:
+                check_name(job, "job")
+                if job not in known:
+                    raise Failure(grpc.StatusCode.NOT_FOUND,
+                                  f"no job {job!r} in workflow {workflow!r} of cluster "
+                                  f"{cluster!r}")
+            wanted = frozenset(jobs)
+        key = (cluster, version.fingerprint, run_epoch, wanted, status)
+        with self._tokens_lock:
+            cached = self._tokens.get(key)
+        if cached is not None:
+            return cached
+        response = convert.job_tokens_response(version.workflow, version.fingerprint, run_epoch,
+                                               wanted)
+        response.status = status.value
+        with self._tokens_lock:
+            self._tokens[key] = response
+        return response
+
+    def GetJobTokens(self, request: pb.GetJobTokensRequest, context):
+        response = self._job_tokens(request.cluster, request.workflow, request.fingerprint,
+                                    request.run_time, request.HasField("run_time"),
+                                    list(request.jobs))
+        return response
+
+    def ParseJob(self, request: pb.ParseJobRequest, context) -> pb.ParseJobResponse:
+        check_name(request.job, "job")
+        tokens = self._job_tokens(request.cluster, request.workflow, request.fingerprint,
+                                  request.run_time, request.HasField("run_time"), [request.job])
+        version, _, _ = self._resolve(request.cluster, request.workflow, tokens.fingerprint)
+        job = version.workflow.job(request.job)
+        return pb.ParseJobResponse(fingerprint=tokens.fingerprint, token=tokens.jobs[0],
+                                   spec=convert.job_spec(job), status=tokens.status)
+
+    def ResolveMigration(self, request: pb.ResolveMigrationRequest,
+                         context) -> pb.ResolveMigrationResponse:
+        version, entry, status = self._resolve(request.cluster_name, request.workflow_name, "")
+        migration_epoch = check_time(request.migration_date, "migration_date",
+                                     request.HasField("migration_date"))
+        schedule = version.workflow.schedule
+        runs = handover(schedule.reference_epoch, schedule.recurrence_seconds, migration_epoch)
+        response = pb.ResolveMigrationResponse(
+            fingerprint=version.fingerprint, status=status.value,
+            errors=[convert.parse_error(e) for e in entry.errors] if entry else [],
+            handover=pb.Handover(migration_date=convert.timestamp(migration_epoch),
+                                 first_new_run=convert.timestamp(runs.first_new_run)))
+        if runs.last_legacy_run is not None:
+            response.handover.last_legacy_run.seconds = runs.last_legacy_run
+        if request.if_none_match and request.if_none_match == version.fingerprint:
+            response.not_modified = True
+        else:
+            response.spec.CopyFrom(self._spec(version, entry, int(self.clock())))
+        return response
+
+    def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,
+                               context) -> pb.BatchResolveMigrationsResponse:
+        if len(request.migrations) > MAX_BATCH:
+            raise _invalid(f"at most {MAX_BATCH} migrations per batch, got "
+                           f"{len(request.migrations)}")
+        response = pb.BatchResolveMigrationsResponse()
+        for item in request.migrations:
+            result = response.results.add()
+            try:
+                result.response.CopyFrom(self.ResolveMigration(item, context))
+            except Failure as failure:
+                result.error_code = failure.code.value[0]
+                result.error_message = failure.message
+        return response
+
+    def WatchWorkflows(self, request: pb.WatchWorkflowsRequest, context):
+        if request.cluster:
+            self._snapshot(request.cluster)
+        subscription = self.catalog.subscribe(request.cluster)
+        context.add_callback(lambda: subscription.offer(None))
+        try:
+            yield pb.WorkflowEvent(type=pb.WorkflowEvent.TYPE_SUBSCRIBED,
+                                   cluster=request.cluster,
+                                   time=convert.timestamp(int(self.clock())))
+            while context.is_active():
+                change = subscription.queue.get()
+                if subscription.overflowed:
+                    raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  "this watcher fell more than 10000 changes behind; "
+                                  "re-list and watch again")
+                if change is None:
+                    return
+                event = pb.WorkflowEvent(
+                    type=change.type, cluster=change.cluster, workflow=change.workflow,
+                    old_fingerprint=change.old_fingerprint,
+                    new_fingerprint=change.new_fingerprint,
+                    errors=[convert.parse_error(e) for e in change.errors])
+                event.time.FromNanoseconds(int(change.time * 1e9))
+                yield event
+        finally:
+            self.catalog.unsubscribe(subscription)
+
+    def Reload(self, request: pb.ReloadRequest, context) -> pb.ReloadResponse:
+        if not self.reload_enabled:
+            raise Failure(grpc.StatusCode.PERMISSION_DENIED,
+                          "Reload is disabled on this server (reload_enabled: false)")
+        check_name(request.cluster, "cluster")
+        if self.catalog.snapshot(request.cluster) is None:
+            self._snapshot(request.cluster)
+        outcome = self.catalog.reload(request.cluster)
+        if outcome is None:
+            raise Failure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        counts = {kind: 0 for kind in ("added", "changed", "removed", "broken")}
+        names = {pb.WorkflowEvent.TYPE_ADDED: "added", pb.WorkflowEvent.TYPE_CHANGED: "changed",
+                 pb.WorkflowEvent.TYPE_REMOVED: "removed", pb.WorkflowEvent.TYPE_BROKEN: "broken"}
+        for change in outcome.changes:
+            counts[names[change.type]] += 1
+        return pb.ReloadResponse(cluster=self._cluster_info(outcome.snapshot), **counts)
+
+    def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.ServerInfo:
+        clusters = [self._cluster_info(self.catalog.snapshot(name))
+                    for name in self.catalog.cluster_names()]
+        return pb.ServerInfo(version=__version__, start_time=convert.timestamp(self.started_at),
+                             clusters=clusters, reload_enabled=self.reload_enabled,
+                             state_error=self.catalog.history.error)
+
+    @staticmethod
+    def _cluster_info(snapshot: ClusterSnapshot) -> pb.ClusterInfo:
+        info = pb.ClusterInfo(
+            name=snapshot.name, state=snapshot.state.value, format=snapshot.format,
+            workflow_count=len(snapshot.entries), ok_count=snapshot.count(Status.OK),
+            stale_count=snapshot.count(Status.STALE), broken_count=snapshot.count(Status.BROKEN),
+            job_count=snapshot.job_count, last_load_duration_seconds=snapshot.load_duration,
+            errors=[convert.parse_error(e) for e in snapshot.errors],
+            files_watched=snapshot.files_watched)
+        if snapshot.loaded_at is not None:
+            info.last_load_time.FromNanoseconds(int(snapshot.loaded_at * 1e9))
+        if snapshot.last_success is not None:
+            info.last_success_time.FromNanoseconds(int(snapshot.last_success * 1e9))
+        return info
