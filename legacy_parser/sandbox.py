@@ -9,6 +9,7 @@ JSON and is rebuilt into typed values, so nothing a definition does can run code
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -65,7 +66,8 @@ class Sandbox:
             elapsed = time.monotonic() - started
         if isinstance(outcome, WorkflowError):
             return ParseResult(cluster, (), (outcome,), (), elapsed)
-        return outcome
+        # Report the whole cost, worker start-up included.
+        return dataclasses.replace(outcome, duration_seconds=elapsed)
 
     def _run_worker(self, cluster: str, repo_root: str,
                     request: bytes) -> ParseResult | WorkflowError:
