@@ -54,6 +54,7 @@ __all__ = [
     "TokenFetcherError",
     "Unavailable",
     "WorkflowWatch",
+    "error_for",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -342,6 +343,7 @@ class TokenFetcherClient:
     backoff (``backoff_base`` doubling up to ``backoff_max``) with jitter. ``cache_ttl``
     and ``max_stale`` are seconds measured on ``clock``. ``credentials`` makes the
     channel secure. Metrics go to ``registry`` (by default a private one).
+    ``batch_size`` caps the items of one BatchResolveMigrations call.
     ``watch_invalidation=True`` starts the invalidation watch (see start_watch()).
     """
 
@@ -361,6 +363,7 @@ class TokenFetcherClient:
         backoff_base: float = 0.05,
         backoff_max: float = 2.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        batch_size: int = 500,
         watch_invalidation: bool = False,
         watch_cluster: str = "",
     ) -> None:
@@ -368,11 +371,16 @@ class TokenFetcherClient:
             raise ValueError("timeout must be positive")
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         self.target = target
         self.timeout = timeout
         self.cache_ttl = cache_ttl
         self.max_stale = max_stale
         self.retries = retries
+        # A batch answer holds whole specs (up to ~30 KB each): 500 of them stay well
+        # inside the message size limit, where the server's own cap (10,000) may not.
+        self.batch_size = batch_size
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._backoff_base = backoff_base
@@ -533,9 +541,9 @@ class TokenFetcherClient:
     def migrated_workflows(
         self, items: Sequence[MetadataOrPath]
     ) -> list[MigratedWorkflow | TokenFetcherError | MetadataError]:
-        """migrated_workflow() for many files with at most one BatchResolveMigrations
-        round trip (cache hits stay out of it). Results are in input order; a failed
-        item holds its exception instead of raising it."""
+        """migrated_workflow() for many files in one BatchResolveMigrations round trip
+        per ``batch_size`` cache misses (hits stay out of it). Results are in input
+        order; a failed item holds its exception instead of raising it."""
         results: list[Any] = [None] * len(items)
         pending: list[tuple[int, MigrationMetadata, tuple[str, str], _Entry | None, int]] = []
         for index, item in enumerate(items):
@@ -550,9 +558,11 @@ class TokenFetcherClient:
                     pending.append((index, metadata, key, entry, seen))
             except (MetadataError, TokenFetcherError) as exc:
                 results[index] = exc
-        if not pending:
-            return results
+        for start in range(0, len(pending), self.batch_size):
+            self._resolve_batch(pending[start : start + self.batch_size], results)
+        return results
 
+    def _resolve_batch(self, pending: list[Any], results: list[Any]) -> None:
         started = self._clock()
         request = pb.BatchResolveMigrationsRequest(
             migrations=[_resolve_request(metadata, entry) for _, metadata, _, entry, _ in pending]
@@ -578,7 +588,6 @@ class TokenFetcherClient:
                 results[index] = self._settle(metadata, key, entry, seen, started, outcome)
             except TokenFetcherError as exc:
                 results[index] = exc
-        return results
 
     def layout_for_run(
         self, metadata_or_path: MetadataOrPath, run_time: datetime
