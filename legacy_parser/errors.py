@@ -30,12 +30,18 @@ class Locator:
     def relative(self, path: str) -> str:
         if not path:
             return ""
+        if not os.path.isabs(path):
+            return path  # a pseudo name such as "<frozen importlib._bootstrap>"
         real = os.path.realpath(path)
         if real == self.repo_root or real.startswith(self.repo_root + os.sep):
             return os.path.relpath(real, self.repo_root)
         return path
 
     def in_repo(self, path: str) -> bool:
+        # Code objects of real files have absolute names (the repo root on sys.path is);
+        # relative ones are pseudo names that realpath would resolve against the cwd.
+        if not os.path.isabs(path):
+            return False
         real = os.path.realpath(path)
         return real.startswith(self.repo_root + os.sep)
 

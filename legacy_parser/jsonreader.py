@@ -28,7 +28,12 @@ from legacy_parser.model import (
     WorkflowError,
 )
 from legacy_parser.schedule import parse_recurrence
-from legacy_parser.templates import build_job, check_template, template_priority
+from legacy_parser.templates import (
+    build_job,
+    check_template,
+    check_template_class,
+    template_priority,
+)
 
 SCHEDULE_REQUIRED = ("workflow", "start_date", "time", "recurrence", "overrun_policy", "emails")
 JOB_REQUIRED = ("workflow", "job", "is_condition", "template", "template_params", "parents",
@@ -234,16 +239,28 @@ def _read_workflow(cluster: str, name: str, folder: str, reader: TreeReader) -> 
     kinds: dict[str, JobKind] = {}
     for job_name, config in configs.items():
         file = files[job_name]
-        template_class = _load_template_class(config["template"], job_name, file)
         arguments = {"max_attempts": config["max_attempts"], "emails": config["emails"],
                      "priority": config["priority"]}
         if config["is_condition"]:
             arguments["retry_delay_sec"] = config["retry_delay_sec"]
-        if not callable(template_class):
-            raise DefinitionError(ErrorKind.WRONG_TEMPLATE_TYPE,
-                                  f"template {config['template']!r} is not a class", job_name,
-                                  file)
-        templates[job_name] = template_class(job_name, **arguments)
+        try:
+            template_class = _load_template_class(config["template"], job_name, file)
+            if not callable(template_class):
+                raise DefinitionError(ErrorKind.WRONG_TEMPLATE_TYPE,
+                                      f"template {config['template']!r} is not a class",
+                                      job_name, file)
+            if isinstance(template_class, type):
+                check_template_class(template_class, job_name, file, 0,
+                                     want_condition=config["is_condition"])
+            templates[job_name] = template_class(job_name, **arguments)
+        except DefinitionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - located and reported as this job's error
+            # Importing or building the template failed: name the job and its file, or
+            # the place in the template's module where it went wrong.
+            located = reader.locator.error_from_exception(error, cluster, name, job_name)
+            raise DefinitionError(located.kind, located.message, job_name,
+                                  located.file or file, located.line) from None
         kinds[job_name] = check_template(templates[job_name], job_name, file, 0,
                                          want_condition=config["is_condition"])
 

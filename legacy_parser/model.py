@@ -290,7 +290,8 @@ def _build(tp: typing.Any, data: typing.Any, path: str) -> typing.Any:
             return tuple(_build(args[0], item, f"{path}[{i}]") for i, item in enumerate(data))
         if len(args) != len(data):
             raise TypeError(f"{path}: expected {len(args)} items, got {len(data)}")
-        return tuple(_build(arg, item, f"{path}[{i}]") for i, (arg, item) in enumerate(zip(args, data)))
+        return tuple(_build(arg, item, f"{path}[{i}]")
+                     for i, (arg, item) in enumerate(zip(args, data, strict=True)))
     if dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise TypeError(f"{path}: expected an object, got {type(data).__name__}")

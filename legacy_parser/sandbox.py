@@ -9,6 +9,7 @@ JSON and is rebuilt into typed values, so nothing a definition does can run code
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -128,10 +129,8 @@ class Sandbox:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _crash_kind(returncode: int, stderr_tail: str) -> ErrorKind:

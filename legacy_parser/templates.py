@@ -25,10 +25,18 @@ def qualified_name(obj: Any) -> str:
 def check_template(template: Any, job: str, file: str, line: int,
                    want_condition: bool | None = None) -> JobKind:
     """The job's kind, or a wrong_template_type error."""
+    return check_template_class(type(template), job, file, line, want_condition)
+
+
+def check_template_class(template_class: type, job: str, file: str, line: int,
+                         want_condition: bool | None = None) -> JobKind:
+    """``check_template`` for a class, before it is built: the JSON format builds a
+    condition's template with ``retry_delay_sec``, which a job template class rejects with
+    a TypeError that would hide what is wrong."""
     job_base, condition_base = template_bases()
-    if isinstance(template, job_base) and want_condition is not True:
+    if issubclass(template_class, job_base) and want_condition is not True:
         return JobKind.JOB
-    if isinstance(template, condition_base) and want_condition is not False:
+    if issubclass(template_class, condition_base) and want_condition is not False:
         return JobKind.CONDITION
     wanted = {
         None: "a JobTemplateBase or ConditionTemplateBase",
@@ -37,7 +45,8 @@ def check_template(template: Any, job: str, file: str, line: int,
     }[want_condition]
     raise DefinitionError(
         ErrorKind.WRONG_TEMPLATE_TYPE,
-        f"template of job {job!r} is {qualified_name(template)}, not {wanted}",
+        f"template of job {job!r} is {template_class.__module__}.{template_class.__qualname__}"
+        f", not {wanted}",
         job, file, line,
     )
 

@@ -8,13 +8,14 @@ running this code again.
 
 import abc
 
+from pinball.workflow.job import ShellConditionJob, ShellJob
+
 from legacy_parser.commands import END_DATE_MARKER, CommandFormatError
 from legacy_parser.compat import definition_site
-from pinball.workflow.job import ShellConditionJob, ShellJob
 
 
 def _joined_pairs(mapping):
-    return ",".join("%s=%s" % (key, value) for key, value in mapping.items())
+    return ",".join(f"{key}={value}" for key, value in mapping.items())
 
 
 class JobTemplateBase(abc.ABC):
@@ -33,7 +34,7 @@ class JobTemplateBase(abc.ABC):
         return self.name == getattr(other, "name", None)
 
     def __hash__(self):
-        return hash("name=%s" % self.name)
+        return hash(f"name={self.name}")
 
     @abc.abstractmethod
     def get_pinball_job(self, inputs, outputs, params):
@@ -63,21 +64,27 @@ class JobTemplate(JobTemplateBase):
         self._executor_config = executor_config
 
     def get_pinball_job(self, inputs, outputs, params):
+        if params is None:
+            # Pinball fails here too (TypeError), with a message that says nothing useful.
+            raise TypeError(
+                f"JobTemplate {self.name!r} got no parser params: Pinball builds the final job "
+                "without them, so a final job cannot be a JobTemplate (use a CommandJobTemplate)"
+            )
         for required in ("job_repo_dir", "job_import_dirs_config"):
             if required not in params:
                 raise KeyError(
-                    "JobTemplate %r needs the parser param %r" % (self.name, required)
+                    f"JobTemplate {self.name!r} needs the parser param {required!r}"
                 )
         # A copy: Pinball mutated the shared parser params, which changes nothing visible
         # except leaking one job's end_date into the next.
         job_params = dict(params.get("job_params") or {})
         job_params["end_date"] = params.get("end_date", END_DATE_MARKER)
 
-        executor_params = "--executor=%s " % self._executor if self._executor else ""
+        executor_params = f"--executor={self._executor} " if self._executor else ""
         executor_config = ""
         if self._executor_config:
-            executor_config = '--executor_config="%s" ' % _joined_pairs(self._executor_config)
-        runner_extra_params = "--write_lock=%s " % self.write_lock if self.write_lock else ""
+            executor_config = f'--executor_config="{_joined_pairs(self._executor_config)}" '
+        runner_extra_params = f"--write_lock={self.write_lock} " if self.write_lock else ""
 
         command = self.command_template % {
             "job_repo_dir": params["job_repo_dir"],
@@ -127,7 +134,7 @@ class ConditionTemplateBase(abc.ABC):
         return self.name == getattr(other, "name", None)
 
     def __hash__(self):
-        return hash("name=%s" % self.name)
+        return hash(f"name={self.name}")
 
     @abc.abstractmethod
     def get_pinball_condition(self, outputs):
@@ -143,8 +150,8 @@ class CommandConditionTemplate(ConditionTemplateBase):
     def get_pinball_condition(self, outputs, params=None):
         if not params or "command" not in params:
             raise KeyError(
-                "CommandConditionTemplate %r needs template params with a 'command'; "
-                "Python definitions must subclass ConditionTemplateBase instead" % self.name
+                f"CommandConditionTemplate {self.name!r} needs template params with a "
+                "'command'; Python definitions must subclass ConditionTemplateBase instead"
             )
         return ShellConditionJob(name=self.name, outputs=outputs, emails=self.emails,
                                  max_attempts=self.max_attempts,
