@@ -90,3 +90,142 @@ def stub_for():
     yield make
     for channel in channels:
         channel.close()
+
+
+# --- Helpers for the service, refresh and server-operation tests (appended) -------------
+
+import queue  # noqa: E402
+import threading  # noqa: E402
+
+from token_fetcher._proto import token_fetcher_pb2 as pb  # noqa: E402
+
+
+def rpc_error(call: Callable, *args, **kwargs) -> grpc.RpcError:
+    """Make a call that must fail and return its RpcError (code(), details())."""
+    try:
+        call(*args, **kwargs)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError(f"{getattr(call, '_method', call)!r} succeeded; expected an error")
+
+
+class EventWatch:
+    """A WatchWorkflows stream read by a background thread into a queue."""
+
+    def __init__(self, stub: pb_grpc.TokenFetcherStub, cluster: str = "") -> None:
+        self.call = stub.WatchWorkflows(pb.WatchWorkflowsRequest(cluster=cluster), timeout=120)
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list = []
+        self.error: grpc.RpcError | None = None
+        self._thread = threading.Thread(target=self._read, name="test-watch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self.events.put(event)
+        except grpc.RpcError as error:
+            self.error = error
+        finally:
+            self.events.put(None)
+
+    def next(self, timeout: float = 30.0):
+        """The next event, or None when the stream has ended."""
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no watch event within {timeout} s; seen: {self.seen}") from None
+        if event is not None:
+            self.seen.append(event)
+        return event
+
+    def subscribed(self, timeout: float = 30.0):
+        first = self.next(timeout)
+        assert first is not None, f"watch ended before TYPE_SUBSCRIBED: {self.error}"
+        assert first.type == pb.WorkflowEvent.TYPE_SUBSCRIBED, first
+        return first
+
+    def take(self, predicate: Callable, count: int = 1, timeout: float = 30.0) -> list:
+        """The next ``count`` events matching ``predicate`` (others are only recorded)."""
+        deadline = time.monotonic() + timeout
+        found = []
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout} s waiting for {count} matching "
+                                     f"events; got {found}; seen: {self.seen}")
+            event = self.next(left)
+            if event is None:
+                raise AssertionError(f"watch ended while waiting: {self.error}; seen: {self.seen}")
+            if predicate(event):
+                found.append(event)
+        return found
+
+    def close(self) -> None:
+        self.call.cancel()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def watch_events():
+    """Open WatchWorkflows streams (``watch_events(stub, cluster)``); cancelled afterwards."""
+    watches: list[EventWatch] = []
+
+    def open_watch(stub: pb_grpc.TokenFetcherStub, cluster: str = "") -> EventWatch:
+        watch = EventWatch(stub, cluster)
+        watches.append(watch)
+        return watch
+
+    yield open_watch
+    for watch in watches:
+        watch.close()
+
+
+BLOCKING_WORKFLOWS = '''\
+"""Definitions whose import blocks until a flag file appears (a cluster slow to load)."""
+
+import os
+import time
+from datetime import datetime, timedelta
+
+from pinball_ext.job_templates import CommandJobTemplate
+from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
+
+while not os.path.exists({flag!r}):
+    time.sleep(0.02)
+
+WORKFLOWS = {{
+    'slow_daily': WorkflowConfig(
+        jobs={{'work': JobConfig(CommandJobTemplate('work', 'echo work'))}},
+        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
+        schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
+}}
+'''
+
+
+def blocking_repo(folder: Path) -> tuple[dict, Path]:
+    """A Python-format repo whose import blocks until ``flag`` exists: (cluster config, flag)."""
+    flag = folder / "release-the-import"
+    package = folder / "slow_repo" / "slow_workflows"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "workflows.py").write_text(BLOCKING_WORKFLOWS.format(flag=str(flag)))
+    config = package.parent / "pinball.yaml"
+    config.write_text("parser: pinball_ext.workflow.parser.PyWorkflowParser\n"
+                      "parser_params:\n"
+                      "  workflows_config: slow_workflows.workflows.WORKFLOWS\n"
+                      "  job_repo_dir: /mnt/jobs\n")
+    return {"repo": str(package.parent), "pinball_config": str(config)}, flag
+
+
+def health_status(server: TokenFetcherServer, service: str = "") -> str:
+    """The health service's answer by name (SERVING, NOT_SERVING), or the error code's name."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5)
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -9,6 +9,7 @@ happens here, in background threads and sandbox workers.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -16,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cachetools
@@ -137,14 +138,24 @@ class FileWatch:
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
         changed = []
+        now_ns = time.time_ns()
         for path, digest in self._expected.items():
             signature = _stat_signature(path)
             if path in self._stats and self._stats[path] == signature:
                 continue
-            self._stats[path] = signature
+            # A file modified within the file system's timestamp granularity can be
+            # rewritten, same size, without its signature changing ("racy" stat): trust
+            # a signature only once it is older than that, until then re-hash each poll.
+            racy = signature is not None and now_ns - signature[0] < _RACY_STAT_NS
+            self._stats[path] = None if racy else signature
             if _current_digest(path) != digest:
                 changed.append(path)
+                self._stats[path] = signature  # the re-parse this starts resets the watch
         return changed
+
+
+# Coarser than the timestamps of common file systems (ext4 ticks, 1 s on some network ones).
+_RACY_STAT_NS = 2_000_000_000
 
 
 def _stat_signature(path: str) -> tuple | None:
@@ -199,7 +210,9 @@ class Catalog:
 
         def first_load_then_poll() -> None:
             for future in futures:
-                future.exception()
+                # stop() during the first load cancels the loads still queued.
+                with contextlib.suppress(CancelledError):
+                    future.exception()
             self._first_load_done.set()
             self._poll_forever()
 
@@ -214,7 +227,9 @@ class Catalog:
     def ready(self) -> bool:
         return self._first_load_done.is_set()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop loading and polling, kill parse workers and end watch streams. Reads keep
+        working, pinned versions from the history included, for the calls still in flight."""
         self._stop.set()
         self.sandbox.close()
         self._loader.shutdown(wait=True, cancel_futures=True)
@@ -223,6 +238,9 @@ class Catalog:
         with self._subscribers_lock:
             for subscriber in self._subscribers:
                 subscriber.offer(None)
+
+    def close(self) -> None:
+        self.stop()
         self.history.close()
 
     # --- reads (request path: memory only, except pinned versions from history) ---
@@ -291,7 +309,10 @@ class Catalog:
                     changed = self._watches[name].changed()
                 if changed:
                     log.info("cluster %s: %s changed; re-parsing", name, changed[0])
-                    self._loader.submit(self._load, name, time.monotonic())
+                    try:
+                        self._loader.submit(self._load, name, time.monotonic())
+                    except RuntimeError:  # stop() shut the loader down meanwhile
+                        return
 
     def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
@@ -336,8 +357,13 @@ class Catalog:
         # Files of the last good parse are watched too: a broken parse may have read
         # none (say, the repo folder vanished), yet their return must trigger a retry.
         also = [*self._last_good_files[cluster.name], *extra]
-        if result.errors and not parsed and not also:
-            also.append(root + os.sep)
+        if result.errors:
+            # A broken parse may wait for a file it could not find (a module imported
+            # before it is written, say): watch the listings of the folders it read from
+            # and of the repo root, so that the file's arrival triggers a retry.
+            folders = {os.path.dirname(path.rstrip(os.sep)) for path in parsed}
+            folders.add(root.rstrip(os.sep))
+            also.extend(folder + os.sep for folder in sorted(folders))
         self._watches[cluster.name].reset(parsed, also)
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
@@ -368,9 +394,8 @@ class Catalog:
                     entries[workflow_name] = _failed_entry(previous, workflow_name,
                                                            tuple(cluster_errors))
         succeeded = bool(result.workflows) or not cluster_errors
-        if previous.state is LoadState.LOADING and not succeeded and not entries:
-            state = LoadState.FAILED
-        elif previous.state is LoadState.FAILED and not succeeded:
+        if not succeeded and (previous.state is LoadState.FAILED
+                              or (previous.state is LoadState.LOADING and not entries)):
             state = LoadState.FAILED
         else:
             state = LoadState.READY

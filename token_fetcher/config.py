@@ -102,10 +102,8 @@ class _Reader:
             return default
         value = self.data.pop(key)
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
+        # bool is an int: True is no number of seconds.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{self.source}: {self.where}.{key}: expected {names}, "

@@ -13,17 +13,18 @@ import time
 from concurrent import futures
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
+from legacy_parser.sandbox import Sandbox
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog
 from token_fetcher.config import ServerConfig
 from token_fetcher.history import VersionHistory
 from token_fetcher.metrics import ServerMetrics
 from token_fetcher.service import Failure, TokenFetcherService
-from legacy_parser.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,36 @@ def service_handler(service: TokenFetcherService, metrics: ServerMetrics):
     return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
 
 
+def _describe_reflection_v1() -> None:
+    """Put grpc.reflection.v1 in the descriptor pool, so that the service listed under that
+    name can be described too (``grpcurl describe`` stops at the first service it cannot
+    resolve): its file is v1alpha's, the package renamed."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(REFLECTION_V1)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = "grpc.reflection.v1"
+    proto.ClearField("options")  # v1alpha's: deprecated, with v1alpha package names
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(old, new)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
 def _reflection(server: grpc.Server, service_names: list[str]) -> None:
     """Reflection under v1alpha (grpcurl 1.8) and v1 (buf curl): the messages are the same."""
+    _describe_reflection_v1()
     servicer = reflection.ReflectionServicer(service_names)
     for name in (reflection.SERVICE_NAME, REFLECTION_V1):
         handler = grpc.stream_stream_rpc_method_handler(
@@ -128,13 +157,23 @@ class TokenFetcherServer:
         if config.reflection_enabled:
             _reflection(self._server, [SERVICE.full_name, health.SERVICE_NAME,
                                        reflection.SERVICE_NAME, REFLECTION_V1])
-        self.port = self._bind()
+        try:
+            self.port = self._bind()
+        except OSError:
+            self.catalog.close()
+            raise
         self.metrics_port = 0
         self._metrics_http = None
         self._stopped = threading.Event()
 
     def _bind(self) -> int:
         tls = self.config.tls
+        try:
+            return self._add_port(tls)
+        except RuntimeError as error:  # grpcio raises this when the bind fails
+            raise OSError(f"cannot listen on {self.config.listen}: {error}") from None
+
+    def _add_port(self, tls) -> int:
         if tls is None:
             port = self._server.add_insecure_port(self.config.listen)
         else:
@@ -162,8 +201,12 @@ class TokenFetcherServer:
         self._set_serving(False)
         if self.config.metrics:
             host, _, port = self.config.metrics.rpartition(":")
-            self._metrics_http, _ = start_http_server(int(port), host.strip("[]"),
-                                                      registry=self.metrics.registry)
+            try:
+                self._metrics_http, _ = start_http_server(int(port), host.strip("[]"),
+                                                          registry=self.metrics.registry)
+            except OSError as error:  # say which address: the gRPC one is fine
+                raise OSError(f"cannot serve metrics on {self.config.metrics}: "
+                              f"{error.strerror or error}") from None
             self.metrics_port = self._metrics_http.server_port
         self._server.start()
         self.catalog.start()
@@ -186,8 +229,10 @@ class TokenFetcherServer:
         time.sleep(self.shutdown_notice_seconds)
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         done = self._server.stop(grace)
-        self.catalog.close()  # ends watch streams and sandbox workers
+        self.catalog.stop()  # ends watch streams and sandbox workers
         done.wait()
+        # Only now: calls in flight until here may read pinned versions from the history.
+        self.catalog.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

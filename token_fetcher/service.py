@@ -73,10 +73,15 @@ def _page_token(name: str) -> str:
 
 
 def _after_token(token: str) -> str:
+    # b64decode drops characters outside the alphabet, so "!!!!" would decode to "" and
+    # silently restart the listing: accept only what _page_token gives back exactly.
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        name = base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeError):
-        raise _invalid(f"page_token {token[:40]!r} is not one this server issued") from None
+        name = ""
+    if not name or _page_token(name) != token:
+        raise _invalid(f"page_token {token[:40]!r} is not one this server issued")
+    return name
 
 
 class TokenFetcherService:
