@@ -650,3 +650,18 @@ def test_user_code_never_runs_in_the_server_process(start_server, stub_for):
     from_examples = [name for name, module in list(sys.modules.items())
                      if str(getattr(module, "__file__", "") or "").startswith(str(EXAMPLES))]
     assert from_examples == []
+
+
+def test_watches_are_capped_so_unary_calls_keep_their_threads(start_server, stub_for,
+                                                              watch_events):
+    server = start_server(max_watches=2, server_threads=1)
+    stub = stub_for(server)
+    for _ in range(2):
+        watch_events(stub).subscribed()
+    refused = watch_events(stub)
+    assert refused.next() is None
+    assert refused.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "2 open watches" in refused.error.details()
+    answer = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster="example_python",
+                                                            workflow="db_backup"), timeout=10)
+    assert answer.spec.name == "db_backup"

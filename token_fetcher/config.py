@@ -73,6 +73,8 @@ class ServerConfig:
     reflection_enabled: bool = True
     shutdown_grace_seconds: float = 10.0
     server_threads: int = 16
+    # Each open watch stream holds a thread of its own, on top of server_threads.
+    max_watches: int = 32
     max_concurrent_rpcs: int = 256
     max_message_bytes: int = 64 * 1024 * 1024
     tls: TlsConfig | None = None
@@ -214,6 +216,7 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
         reflection_enabled=top.take("reflection_enabled", bool, True),
         shutdown_grace_seconds=top.positive("shutdown_grace_seconds", float, 10.0),
         server_threads=top.positive("server_threads", int, 16),
+        max_watches=top.positive("max_watches", int, 32),
         max_concurrent_rpcs=top.positive("max_concurrent_rpcs", int, 256),
         max_message_bytes=top.positive("max_message_bytes", int, 64 * 1024 * 1024),
         tls=tls,

@@ -143,10 +143,11 @@ class TokenFetcherServer:
         self.catalog = Catalog(config, Sandbox(config.sandbox),
                                VersionHistory(config.state_dir, config.history_versions),
                                self.metrics)
-        self.service = TokenFetcherService(self.catalog, config.reload_enabled)
+        self.service = TokenFetcherService(self.catalog, config.reload_enabled,
+                                           max_watches=config.max_watches)
         self.health = health.HealthServicer()
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.server_threads,
+            futures.ThreadPoolExecutor(max_workers=config.server_threads + config.max_watches,
                                        thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[("grpc.max_send_message_length", config.max_message_bytes),

@@ -85,8 +85,13 @@ def _after_token(token: str) -> str:
 
 
 class TokenFetcherService:
-    def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time) -> None:
+    def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time,
+                 max_watches: int = 32) -> None:
         self.catalog = catalog
+        # Watches are capped so that open streams can never take the threads unary calls
+        # (and health probes) need.
+        self._watch_slots = threading.BoundedSemaphore(max_watches)
+        self.max_watches = max_watches
         self.reload_enabled = reload_enabled
         self.clock = clock
         self.started_at = int(clock())
@@ -294,6 +299,16 @@ class TokenFetcherService:
     def WatchWorkflows(self, request: pb.WatchWorkflowsRequest, context):
         if request.cluster:
             self._snapshot(request.cluster)
+        if not self._watch_slots.acquire(blocking=False):
+            raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this server already has {self.max_watches} open watches "
+                          "(max_watches); close one or raise the limit")
+        try:
+            yield from self._watch(request, context)
+        finally:
+            self._watch_slots.release()
+
+    def _watch(self, request: pb.WatchWorkflowsRequest, context):
         subscription = self.catalog.subscribe(request.cluster)
         context.add_callback(lambda: subscription.offer(None))
         try:
