@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/token-fetcher.yaml
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: install run test lint proto bench clean docker
+.PHONY: install run test test-airflow lint proto bench clean docker
 
 install: $(STAMP)
 
@@ -22,6 +24,16 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# The Airflow tier: real Airflow 3 in a virtualenv of its own.
+test-airflow: $(AIRFLOW_STAMP)
+	$(AIRFLOW_VENV)/bin/python -m pytest tests/airflow
+
+$(AIRFLOW_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
+	touch $@
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -35,5 +47,5 @@ docker:
 	docker build -t token-fetcher:dev .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,153 @@
+"""Helpers of the Airflow tier, shared by its conftest and test modules."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+AIRFLOW = str(BIN / "airflow")
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """The environment of an Airflow installation living in ``home`` (SQLite)."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "token-fetcher-tests-only",
+        "AIRFLOW__TOKEN_FETCHER__CACHE_DIR": str(home / "token_fetcher_cache"),
+    }
+
+
+def prepare_home(home: Path) -> None:
+    """Folders, and the plugin when the package's entry point is not installed (the
+    package installed before setup.cfg declared it)."""
+    for name in ("dags", "plugins", "logs"):
+        (home / name).mkdir(parents=True, exist_ok=True)
+    if not plugin_entry_point_installed():
+        (home / "plugins" / "token_fetcher_plugin.py").write_text(
+            "from token_fetcher.airflow.plugin import TokenFetcherPlugin  # noqa: F401\n"
+        )
+
+
+def plugin_entry_point_installed() -> bool:
+    return any(
+        ep.value.startswith("token_fetcher.airflow.plugin")
+        for ep in entry_points(group="airflow.plugins")
+    )
+
+
+def migrate_db(env: dict[str, str], timeout: float = 120) -> None:
+    done = subprocess.run(
+        [AIRFLOW, "db", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"airflow db migrate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+
+
+def write_migration(
+    folder: Path, cluster: str, workflow: str, date: str = "2020-01-01 00:00:00"
+) -> Path:
+    path = folder / cluster / f"{workflow}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"cluster_name": cluster, "workflow_name": workflow, "migration_date": date})
+    )
+    return path
+
+
+def write_loader(folder: Path) -> Path:
+    from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
+
+    path = folder / LOADER_FILE_NAME
+    path.write_text(loader_file_text())
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Processes:
+    """Long-running Airflow components started by a test; all stopped at the end."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.home / f"{name}.out"
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [AIRFLOW, *args],
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        handle.close()
+        self.started.append((name, process, log))
+        return process
+
+    def check_alive(self) -> None:
+        for name, process, log in self.started:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"airflow {name} exited {process.returncode}:\n{self.tail(log)}"
+                )
+
+    @staticmethod
+    def tail(log: Path, size: int = 4000) -> str:
+        try:
+            return log.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        for _, process, _ in self.started:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, process, _ in self.started:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,226 @@
+"""Run binding with a real Airflow: api-server, scheduler (LocalExecutor), dag-processor.
+
+The DAG comes from TokenFetcherDagBundle (a versioned bundle whose version follows the
+layouts). Run 1 is created and held by a condition; the legacy definition changes; run 1
+still runs the old command; run 2, created afterwards, runs the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from airflow_helpers import (
+    airflow_env,
+    free_port,
+    migrate_db,
+    prepare_home,
+    write_migration,
+)
+
+pytestmark = pytest.mark.slow
+
+CLUSTER = "example_python"
+WORKFLOW = "binding_check"
+DAG_ID = f"{CLUSTER}__{WORKFLOW}"
+
+# Appended to the example repo's workflows: a gate (a condition polling a file every
+# second), one job-runner job, and the final job; daily grid at midnight, DELAY policy
+# (one active run at a time, so run 2 is created only after run 1 finishes).
+WORKFLOW_SOURCE = """
+
+from datetime import datetime as _dt, timedelta as _td
+from pinball.scheduler.overrun_policy import OverrunPolicy as _OP
+from pinball_ext.job_templates import CommandJobTemplate as _CJT, JobTemplate as _JT
+from pinball_ext.workflow.config import JobConfig as _JC, ScheduleConfig as _SC
+from pinball_ext.workflow.config import WorkflowConfig as _WC
+from example_workflows.templates import PathExistsConditionTemplate as _Gate
+
+WORKFLOWS['binding_check'] = _WC(
+    jobs={
+        'gate': _JC(_Gate('gate', path=%(gate)r, max_attempts=900, retry_delay_sec=1)),
+        'work': _JC(_JT(%(job_class)r), dependency=['gate']),
+    },
+    final_job_config=_JC(_CJT('final', 'true')),
+    schedule=_SC(recurrence=_td(days=1), reference_timestamp=_dt(2020, 1, 1),
+                 overrun_policy=_OP.DELAY))
+"""
+
+DEADLINE = 300  # seconds for the whole scenario; typically about a minute
+
+
+def _query(db: Path, sql: str, *args: object) -> list[tuple]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as connection:
+            return connection.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return []
+
+
+def _runs(db: Path) -> list[tuple]:
+    return _query(
+        db,
+        "select run_id, state, bundle_version, data_interval_end from dag_run "
+        "where dag_id = ? order by data_interval_end",
+        DAG_ID,
+    )
+
+
+def _wait(processes, condition, message: str, deadline: float):
+    while True:
+        processes.check_alive()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                f"--- {name}\n{processes.tail(log, 3000)}" for name, _, log in processes.started
+            )
+            raise AssertionError(f"timed out waiting for {message}\n{logs}")
+        time.sleep(0.5)
+
+
+def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
+    start_server, example_copy, tmp_path, airflow_processes
+):
+    started = time.monotonic()
+    deadline = started + DEADLINE
+    repo = example_copy("python_repo")
+    gate = tmp_path / "gate"
+    definitions = repo / "example_workflows" / "workflows.py"
+    original = definitions.read_text()
+    definitions.write_text(
+        original + WORKFLOW_SOURCE % {"gate": str(gate), "job_class": "LoadEventsJob"}
+    )
+    server = start_server(
+        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
+    )
+
+    home = tmp_path / "airflow"
+    prepare_home(home)
+    migrations = home / "migrations"
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Two grid points are due (T1 in (now-2d, now-1d], T2 = T1 + 1d), the third is not.
+    migration_date = now - timedelta(days=2)
+    write_migration(migrations, CLUSTER, WORKFLOW, migration_date.strftime("%Y-%m-%d %H:%M:%S"))
+    t1 = (migration_date + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+    t2 = t1 + timedelta(days=1)
+    job_log = tmp_path / "jobs.log"
+    port = free_port()
+    bundles = [
+        {
+            "name": "pinball",
+            "classpath": "token_fetcher.airflow.bundle.TokenFetcherDagBundle",
+            "kwargs": {
+                "migrations_dir": str(migrations),
+                "store_dir": str(home / "store"),
+                "refresh_interval": 1,
+            },
+        }
+    ]
+    env = {
+        **airflow_env(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "bundles"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
+        "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "2",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__TOKEN_FETCHER__TARGET": f"127.0.0.1:{server.port}",
+        "AIRFLOW__TOKEN_FETCHER__JOB_CWD": str(repo),
+        "EXAMPLE_JOB_LOG": str(job_log),
+    }
+    migrate_db(env)
+    db = home / "airflow.db"
+    airflow_processes.start(
+        "api-server",
+        ["api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
+        env,
+    )
+    airflow_processes.start("dag-processor", ["dag-processor"], env)
+    airflow_processes.start("scheduler", ["scheduler"], env)
+
+    # Run 1 is created at the first layout's bundle version and its gate is polling.
+    def run_one_waiting():
+        runs = _runs(db)
+        gate_state = _query(
+            db, "select state from task_instance where dag_id = ? and task_id = 'gate'", DAG_ID
+        )
+        if (
+            runs
+            and runs[0][2]
+            and gate_state
+            and gate_state[0][0] in ("running", "up_for_reschedule")
+        ):
+            return runs
+        return None
+
+    runs = _wait(airflow_processes, run_one_waiting, "run 1 with its gate polling", deadline)
+    assert len(runs) == 1, runs
+    first_version = runs[0][2]
+
+    # The legacy definition changes while run 1 waits.
+    definitions.write_text(
+        original + WORKFLOW_SOURCE % {"gate": str(gate), "job_class": "RevenueReportJob"}
+    )
+
+    def new_version_parsed():
+        rows = _query(db, "select bundle_version from dag where dag_id = ?", DAG_ID)
+        versions = _query(
+            db,
+            "select bundle_version from dag_version where dag_id = ? order by version_number",
+            DAG_ID,
+        )
+        if (
+            rows
+            and rows[0][0]
+            and rows[0][0] != first_version
+            and versions
+            and versions[-1][0] == rows[0][0]
+        ):
+            return rows[0][0]
+        return None
+
+    second_version = _wait(
+        airflow_processes,
+        new_version_parsed,
+        "the new layout's bundle version to be parsed",
+        deadline,
+    )
+    gate.touch()
+
+    def both_runs_done():
+        # (A third run appears only if the test crosses midnight UTC; it is ignored.)
+        runs = _runs(db)[:2]
+        if len(runs) == 2 and all(run[1] in ("success", "failed") for run in runs):
+            return runs
+        return None
+
+    runs = _wait(airflow_processes, both_runs_done, "both runs to finish", deadline)
+    assert [run[1] for run in runs] == ["success", "success"], runs
+    assert [run[2] for run in runs] == [first_version, second_version]
+    assert job_log.read_text().splitlines()[:2] == [
+        f"LoadEventsJob env=example,end_date={(t1 - timedelta(days=1)).date()}",
+        f"RevenueReportJob env=example,end_date={(t2 - timedelta(days=1)).date()}",
+    ]
+    # Both versions are in the store, with different fingerprints for the workflow.
+    from token_fetcher.airflow.layouts import Manifest
+
+    stored = {
+        v: Manifest.read(home / "store" / f"{v}.json") for v in (first_version, second_version)
+    }
+    assert (
+        stored[first_version].fingerprints()[DAG_ID]
+        != stored[second_version].fingerprints()[DAG_ID]
+    )
+    print(f"run binding scenario took {time.monotonic() - started:.1f} s")

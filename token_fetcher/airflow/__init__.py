@@ -1,0 +1,32 @@
+"""Airflow integration (the optional extra ``token-fetcher[airflow]``): migrated Pinball
+workflows as DAGs on stock Airflow 3.
+
+- ``dags_file.py``: the loader file to drop into the dags folder
+  (``token-fetcher airflow write-loader DIR`` writes it);
+- ``loader``: builds one DAG per migration metadata file through the client;
+- ``layouts``: resolved workflows, the on-disk cache of last good layouts, bundle
+  manifests (no Airflow import: also runs in a plain subprocess);
+- ``dags``: a layout -> a DAG (tasks, dependencies, overrun policy);
+- ``operators``: ``MigratedJobOperator`` and ``MigratedConditionSensor``;
+- ``kubernetes``: the pod spec builder for the Kubernetes mode;
+- ``timetable``: ``PinballTimetable`` (registered by ``plugin.TokenFetcherPlugin``);
+- ``bundle``: ``TokenFetcherDagBundle``, a versioned DAG bundle that binds each DagRun
+  to the layouts it was created with.
+
+This package's ``__init__`` imports nothing from Airflow, so the command line can read
+the loader file without Airflow installed. See docs/airflow.md.
+"""
+
+from __future__ import annotations
+
+LOADER_FILE_NAME = "token_fetcher_dags.py"
+"""The name the loader file gets in a dags folder or a bundle version."""
+
+__all__ = ["LOADER_FILE_NAME", "loader_file_text"]
+
+
+def loader_file_text() -> str:
+    """The text of the loader file shipped with the package."""
+    from importlib import resources
+
+    return resources.files(__name__).joinpath("dags_file.py").read_text(encoding="utf-8")

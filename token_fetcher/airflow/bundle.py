@@ -1,0 +1,216 @@
+"""TokenFetcherDagBundle: a versioned DAG bundle whose version follows the layouts.
+
+Airflow 3 records the bundle version on every DagRun when it is created, and runs the
+run's tasks from that version (``dag_run.bundle_version`` / the task's DAG version) while
+the DAG processor moves on. The default dags folder is unversioned, so there a run
+silently switches to the newest layout. This bundle makes the layouts the version:
+
+- ``refresh()`` (DAG processor) discovers the migration metadata files and resolves
+  them with one BatchResolveMigrations round trip, in a short-lived subprocess (the DAG
+  processor forks its parse processes; a process that started gRPC must not fork). The
+  result is a *manifest*: every layout (spec bytes and fingerprint) and every problem.
+  Its content hash is the bundle version. The manifest is kept in the *store*
+  (``<store_dir>/<version>.json``) and copied, with the loader file, into the bundle's
+  current folder, which the DAG processor parses.
+- A worker asked to run a task of a run created at version V gets this bundle with
+  ``version=V``; ``initialize()`` materializes ``versions/V`` (the loader file and
+  manifest V from the store), and the loader builds the DAG from manifest V: the run's
+  tasks run the layouts, commands included, that the run was created with, whatever the
+  definitions say by now. The next run is created at the newer version.
+
+Configure it in ``[dag_processor] dag_bundle_config_list``::
+
+    [{"name": "pinball",
+      "classpath": "token_fetcher.airflow.bundle.TokenFetcherDagBundle",
+      "kwargs": {"migrations_dir": "/opt/airflow/migrations",
+                 "store_dir": "/shared/token-fetcher/manifests"}}]
+
+``store_dir`` must be readable by every worker (and writable by the DAG processor);
+by default it is under the bundle's local storage folder, which suits a single host.
+Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
+``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow.dag_processing.bundles.base import BaseDagBundle, BundleVersion
+
+from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
+from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
+from token_fetcher.airflow.settings import Settings
+
+__all__ = ["TokenFetcherDagBundle"]
+
+_log = logging.getLogger(__name__)
+_VERSION_FILE = "TOKEN_FETCHER_VERSION"
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+class TokenFetcherDagBundle(BaseDagBundle):
+    """A DAG bundle of migrated Pinball workflows, versioned by their layouts."""
+
+    supports_versioning = True
+
+    def __init__(
+        self,
+        *,
+        migrations_dir: str | None = None,
+        store_dir: str | None = None,
+        target: str | None = None,
+        cache_dir: str | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        refresh_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._overrides = {
+            "migrations_dir": migrations_dir,
+            "target": target,
+            "cache_dir": cache_dir,
+            "timeout": timeout,
+            "retries": retries,
+        }
+        self.store_dir = Path(store_dir) if store_dir else self.base_dir / "manifests"
+        self.current_dir = self.base_dir / "current"
+        self.refresh_timeout = refresh_timeout
+
+    def settings(self) -> Settings:
+        return Settings.from_airflow_conf().with_overrides(**self._overrides)
+
+    # --- BaseDagBundle ---
+
+    @property
+    def path(self) -> Path:
+        if self.version is None:
+            return self.current_dir
+        return self.versions_dir / self.version
+
+    def initialize(self) -> None:
+        with self.lock():
+            if self.version is None:
+                if not (self.current_dir / _VERSION_FILE).exists():
+                    self._refresh_current()
+            else:
+                self._materialize(self.version)
+        super().initialize()
+
+    def refresh(self) -> None:
+        if self.version is not None:
+            raise ValueError("a bundle pinned to a version cannot be refreshed")
+        with self.lock():
+            self._refresh_current()
+
+    def get_current_version(self) -> BundleVersion | None:
+        if self.version is not None:
+            return BundleVersion(version=self.version)
+        try:
+            version = (self.current_dir / _VERSION_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return BundleVersion(version=version) if version else None
+
+    # --- internals ---
+
+    def _refresh_current(self) -> None:
+        settings = self.settings()
+        self.current_dir.mkdir(parents=True, exist_ok=True)
+        fd, output = tempfile.mkstemp(dir=self.base_dir, prefix=".manifest.", suffix=".json")
+        os.close(fd)
+        try:
+            command = [
+                sys.executable, "-m", "token_fetcher.airflow.layouts",
+                "--migrations-dir", settings.migrations_dir,
+                "--target", settings.target,
+                "--output", output,
+                "--cache-dir", settings.cache_dir,
+                "--previous", str(self.current_dir / MANIFEST_FILE_NAME),
+                "--timeout", str(settings.timeout),
+                "--retries", str(settings.retries),
+            ]  # fmt: skip
+            done = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=self.refresh_timeout,
+                check=False,
+            )
+            for line in done.stderr.splitlines():
+                _log.info("%s", line)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"token-fetcher bundle {self.name}: resolving the layouts failed "
+                    f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+                )
+            manifest = Manifest.read(output)
+            version = manifest.version
+            stored = self.store_dir / f"{version}.json"
+            if not stored.exists():
+                manifest.write(stored)
+            loader = self.current_dir / LOADER_FILE_NAME
+            text = loader_file_text()
+            if not loader.exists() or loader.read_text(encoding="utf-8") != text:
+                _write_text(loader, text)
+            os.replace(output, self.current_dir / MANIFEST_FILE_NAME)
+            _write_text(self.current_dir / _VERSION_FILE, version + "\n")
+            _log.info(
+                "token-fetcher bundle %s: version %s, %d layout(s), %d problem(s)",
+                self.name,
+                version,
+                len(manifest.layouts),
+                len(manifest.problems),
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(output)
+
+    def _materialize(self, version: str) -> None:
+        target = self.versions_dir / version
+        if (target / MANIFEST_FILE_NAME).exists():
+            return
+        stored = self.store_dir / f"{version}.json"
+        if not stored.exists():
+            raise FileNotFoundError(
+                f"token-fetcher bundle {self.name}: no manifest for version {version} in "
+                f"{self.store_dir} (store_dir must be shared by the DAG processor and the workers)"
+            )
+        manifest = Manifest.read(stored)  # checks the content against the version
+        if manifest.version != version:
+            raise ValueError(f"{stored}: holds version {manifest.version}, not {version}")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".{version}."))
+        try:
+            shutil.copyfile(stored, temp / MANIFEST_FILE_NAME)
+            (temp / LOADER_FILE_NAME).write_text(loader_file_text(), encoding="utf-8")
+            temp.chmod(0o755)
+            try:
+                os.rename(temp, target)
+            except OSError:
+                if not (target / MANIFEST_FILE_NAME).exists():
+                    raise
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""A layout -> an Airflow DAG: one task per job (the final job and conditions
+included), dependencies from the jobs' inputs and outputs, Pinball's retries, timeouts,
+emails and priorities, the schedule grid and the overrun policy.
+
+See docs/airflow.md for the mapping, field by field.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG
+
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.airflow.layouts import Layout, dag_id_problem
+from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
+from token_fetcher.airflow.settings import Settings
+from token_fetcher.airflow.timetable import PinballTimetable
+
+__all__ = ["OVERRUN_POLICIES", "build_dag", "overrun_arguments"]
+
+WORKFLOW_START = "__WORKFLOW_START__"
+# A condition polls in reschedule mode (freeing its worker slot between pokes) when
+# its retry delay is at least this long; shorter delays poke in place.
+RESCHEDULE_MIN_SECONDS = 60
+
+OVERRUN_POLICIES = {
+    pb.OVERRUN_POLICY_SKIP: "SKIP",
+    pb.OVERRUN_POLICY_ABORT_RUNNING: "ABORT_RUNNING",
+    pb.OVERRUN_POLICY_DELAY: "DELAY",
+    pb.OVERRUN_POLICY_DELAY_UNTIL_SUCCESS: "DELAY_UNTIL_SUCCESS",
+    pb.OVERRUN_POLICY_START_NEW: "START_NEW",
+    pb.OVERRUN_POLICY_UNSPECIFIED: "SKIP",
+}
+
+
+def overrun_arguments(schedule: pb.Schedule) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DAG arguments, task default arguments) for the schedule's overrun policy.
+
+    ==================== ==========================================================
+    START_NEW            max_active_runs = max_running_instances
+    DELAY                max_active_runs = 1
+    DELAY_UNTIL_SUCCESS  max_active_runs = 1, depends_on_past on every task
+    ABORT_RUNNING        max_active_runs = 1, dagrun_timeout = recurrence
+    SKIP (and unset)     max_active_runs = 1 (a late run waits instead of being
+                         skipped: no grid point after the handover is ever dropped)
+    ==================== ==========================================================
+    """
+    policy = schedule.overrun_policy
+    dag_args: dict[str, Any] = {"max_active_runs": 1}
+    task_args: dict[str, Any] = {}
+    if policy == pb.OVERRUN_POLICY_START_NEW:
+        dag_args["max_active_runs"] = max(1, schedule.max_running_instances or 1)
+    elif policy == pb.OVERRUN_POLICY_DELAY_UNTIL_SUCCESS:
+        task_args["depends_on_past"] = True
+    elif policy == pb.OVERRUN_POLICY_ABORT_RUNNING:
+        dag_args["dagrun_timeout"] = timedelta(seconds=schedule.recurrence_seconds)
+    return dag_args, task_args
+
+
+def failure_emails(emails: list[str]) -> dict[str, Any]:
+    """Task arguments that email ``emails`` when the task fails (not on retries).
+
+    Airflow 3 deprecates a task's ``email``/``email_on_failure`` for notifiers: with the
+    SMTP provider (installed with apache-airflow) this is an ``SmtpNotifier`` failure
+    callback, which uses the ``[email] email_conn_id`` connection; without it, the
+    deprecated arguments.
+    """
+    if not emails:
+        return {}
+    try:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    except ImportError:
+        return {"email": emails, "email_on_failure": True, "email_on_retry": False}
+    return {"on_failure_callback": [SmtpNotifier(to=emails)]}
+
+
+def _dag_failure_emails(emails: list[str]) -> dict[str, Any]:
+    # Pinball tells the workflow's notify_emails when a run fails.
+    callback = failure_emails(emails).get("on_failure_callback")
+    return {"on_failure_callback": callback} if callback else {}
+
+
+def _priority_weight(score: float) -> int:
+    # Airflow's weights are integers; Pinball's scores are floats (5.5 and the like).
+    return max(1, math.ceil(score))
+
+
+def _doc(layout: Layout, timetable: PinballTimetable) -> str:
+    spec = layout.spec
+    lines = [
+        f"Migrated Pinball workflow **{layout.cluster}/{layout.workflow}** (token-fetcher).",
+        "",
+        f"- layout fingerprint: `{layout.fingerprint}`",
+        f"- definition: `{spec.source.file}:{spec.source.line}`" if spec.source.file else "",
+        f"- migration metadata: `{layout.metadata.path}`" if layout.metadata.path else "",
+        f"- migration date: {layout.metadata.migration_date.isoformat()}",
+        f"- first Airflow run: {timetable.first_run_datetime.isoformat()}",
+        f"- overrun policy: {OVERRUN_POLICIES.get(spec.schedule.overrun_policy, 'SKIP')}",
+        f"- notify emails: {', '.join(spec.notify_emails) or '-'}",
+    ]
+    return "\n".join(line for line in lines if line != "") + "\n"
+
+
+def build_dag(layout: Layout, settings: Settings) -> DAG:
+    """The DAG of one migrated workflow. Raises ValueError for a layout Airflow cannot
+    take (a job name that is not a valid task id)."""
+    spec = layout.spec
+    problem = dag_id_problem(layout.dag_id)
+    if problem:
+        raise ValueError(problem)
+    for job in spec.jobs:
+        problem = dag_id_problem(job.name, "task id (job name)")
+        if problem:
+            raise ValueError(problem)
+    schedule = spec.schedule
+    timetable = PinballTimetable(
+        schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run
+    )
+    dag_args, task_args = overrun_arguments(schedule)
+    kube = settings.kubernetes
+    kubernetes = {
+        "image": kube.image,
+        "namespace": kube.namespace,
+        "service_account": kube.service_account,
+        "resources": kube.resources(),
+        "working_dir": kube.working_dir,
+        "image_pull_policy": kube.image_pull_policy,
+        "conn_id": kube.conn_id,
+        "in_cluster": kube.in_cluster,
+    }
+    dag = DAG(
+        dag_id=layout.dag_id,
+        schedule=timetable,
+        # The first run's data interval starts one recurrence before its run time, and
+        # Airflow creates no task instance for a run whose logical date (the interval's
+        # start) is before the tasks' start_date.
+        start_date=timetable.first_run_datetime - timedelta(seconds=timetable.recurrence),
+        catchup=True,
+        description=(
+            f"Pinball {layout.cluster}/{layout.workflow} (layout {layout.fingerprint[:12]})"
+        ),
+        doc_md=_doc(layout, timetable),
+        tags=["pinball", "token-fetcher", f"cluster:{layout.cluster}"],
+        **_dag_failure_emails(list(spec.notify_emails)),
+        default_args={"owner": "pinball", **task_args},
+        **dag_args,
+    )
+    names = {job.name for job in spec.jobs}
+    tasks: dict[str, Any] = {}
+    for job in spec.jobs:
+        common: dict[str, Any] = {
+            "task_id": job.name,
+            "dag": dag,
+            "cluster": layout.cluster,
+            "workflow": layout.workflow,
+            "job": job.name,
+            "fingerprint": layout.fingerprint,
+            "command_segments": list(job.command.segments),
+            "runner": settings.mode,
+            "cwd": settings.job_cwd,
+            "kubernetes": kubernetes,
+            "priority_weight": _priority_weight(job.score),
+            "weight_rule": "absolute",
+            **failure_emails(list(job.emails)),
+            "doc_md": _job_doc(job),
+        }
+        if job.kind == pb.JOB_KIND_CONDITION:
+            tasks[job.name] = _condition(job, common, settings)
+        else:
+            tasks[job.name] = _job(job, common, settings)
+    for job in spec.jobs:
+        parents = {name for name in job.inputs if name != WORKFLOW_START} | set(job.parents)
+        for parent in sorted(parents & names):
+            tasks[parent] >> tasks[job.name]
+        for child in sorted(set(job.outputs) & names):
+            tasks[job.name] >> tasks[child]
+    return dag
+
+
+def _job(job: pb.JobSpec, common: dict[str, Any], settings: Settings) -> MigratedJobOperator:
+    abort = job.abort_timeout_sec if job.HasField("abort_timeout_sec") else None
+    warn = job.warn_timeout_sec if job.HasField("warn_timeout_sec") else None
+    return MigratedJobOperator(
+        retries=max(0, job.max_attempts - 1),
+        retry_delay=timedelta(seconds=max(0, job.retry_delay_sec)),
+        execution_timeout=timedelta(seconds=abort) if abort else None,
+        warn_timeout_sec=warn or None,
+        warn_timeout_email=settings.warn_timeout_email,
+        job_emails=list(job.emails),
+        **common,
+    )
+
+
+def _condition(
+    job: pb.JobSpec, common: dict[str, Any], settings: Settings
+) -> MigratedConditionSensor:
+    delay = max(1, job.retry_delay_sec)
+    attempts = max(1, job.max_attempts)
+    mode = settings.poke_mode
+    if mode == "auto":
+        mode = "reschedule" if delay >= RESCHEDULE_MIN_SECONDS else "poke"
+    return MigratedConditionSensor(
+        poke_interval=delay,
+        timeout=attempts * delay,
+        mode=mode,
+        retries=0,
+        **common,
+    )
+
+
+def _job_doc(job: pb.JobSpec) -> str:
+    kind = "condition" if job.kind == pb.JOB_KIND_CONDITION else "job"
+    parts = [f"Pinball {kind} `{job.name}` ({job.template or job.template_name})"]
+    if job.source.file:
+        parts.append(f"defined at `{job.source.file}:{job.source.line}`")
+    return ", ".join(parts)

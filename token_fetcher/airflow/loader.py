@@ -1,0 +1,182 @@
+"""What the loader file in the dags folder runs: one DAG per migration metadata file.
+
+Two ways to get the layouts:
+
+- **dags folder** (Airflow's default, unversioned bundle): discover the metadata files
+  and resolve them through the client with ONE BatchResolveMigrations round trip. When
+  a worker parses the file for one task (``get_parsing_context().dag_id`` is set), only
+  that DAG's metadata file is resolved and only that DAG is built. Layouts the server
+  confirms go to an on-disk cache; while the server is unreachable the client serves its
+  in-memory answers up to ``max_stale``, and a fresh process falls back to the disk
+  cache, so the DAGs stay as they were.
+- **token-fetcher bundle** (``TokenFetcherDagBundle``): the loader finds a manifest
+  next to itself and builds the DAGs from it without any RPC. The bundle wrote that
+  manifest when it computed the bundle version, so a worker running a task of a DagRun
+  parses exactly the layouts that run was created with.
+
+A metadata file or workflow that gives no DAG is logged and reported as a parse
+warning; the other DAGs are built all the same. When nothing at all can be built and
+something went wrong, the parse fails with every problem in the message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+import warnings
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from token_fetcher.airflow.layouts import (
+    MANIFEST_FILE_NAME,
+    Layout,
+    LayoutCache,
+    Manifest,
+    Problem,
+    dag_id_for,
+    problems_from_discovery,
+    resolve_layouts,
+)
+from token_fetcher.airflow.settings import Settings
+from token_fetcher.client import TokenFetcherClient
+from token_fetcher.migration import discover_metadata
+
+__all__ = ["LoadResult", "TokenFetcherParseWarning", "get_client", "load_dags", "load_layouts"]
+
+_log = logging.getLogger(__name__)
+_clients: dict[tuple[str, float, int, float, float], TokenFetcherClient] = {}
+_clients_lock = threading.Lock()
+
+
+class TokenFetcherParseWarning(UserWarning):
+    """A migrated workflow that gives no DAG (shown as a DAG parse warning)."""
+
+
+def get_client(settings: Settings) -> TokenFetcherClient:
+    """One client per process and settings: its cache (and so max_stale) lives as long
+    as the process, across parses."""
+    key = (
+        settings.target,
+        settings.timeout,
+        settings.retries,
+        settings.cache_ttl,
+        settings.max_stale,
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None or client.closed:
+            client = TokenFetcherClient(
+                settings.target,
+                timeout=settings.timeout,
+                retries=settings.retries,
+                cache_ttl=settings.cache_ttl,
+                max_stale=settings.max_stale,
+            )
+            _clients[key] = client
+        return client
+
+
+@atexit.register
+def _close_clients() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+class LoadResult:
+    """Layouts found for one parse, the problems, and where they came from."""
+
+    def __init__(self, layouts: Iterable[Layout], problems: Iterable[Problem], source: str) -> None:
+        self.layouts = list(layouts)
+        self.problems = list(problems)
+        self.source = source
+
+
+def load_layouts(
+    settings: Settings, *, dag_id: str | None = None, manifest_path: Path | None = None
+) -> LoadResult:
+    """The layouts to build (only ``dag_id``'s when given)."""
+    if manifest_path is not None and manifest_path.exists():
+        manifest = Manifest.read(manifest_path)
+        layouts = [lay for lay in manifest.layouts if dag_id is None or lay.dag_id == dag_id]
+        problems = [
+            problem
+            for problem in manifest.problems
+            if dag_id is None or dag_id_for(problem.cluster, problem.workflow) == dag_id
+        ]
+        return LoadResult(layouts, problems, f"manifest {manifest.version}")
+
+    discovery = discover_metadata(settings.migrations_dir)
+    entries = list(discovery.entries)
+    problems: list[Problem] = []
+    if dag_id is None:
+        problems += problems_from_discovery(discovery)
+        for cluster, workflow, paths in discovery.duplicates:
+            _log.warning(
+                "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
+                cluster,
+                workflow,
+                ", ".join(paths),
+                paths[0],
+            )
+    else:
+        entries = [e for e in entries if dag_id_for(e.cluster_name, e.workflow_name) == dag_id]
+    cache = LayoutCache(settings.cache_dir) if settings.cache_dir else None
+    resolution = resolve_layouts(get_client(settings), entries, cache=cache)
+    return LoadResult(resolution.layouts, problems + list(resolution.problems), "token fetcher")
+
+
+def _variable_name(dag_id: str) -> str:
+    return "dag__" + re.sub(r"\W", "_", dag_id)
+
+
+def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = None) -> list[Any]:
+    """Build the DAGs into ``namespace`` (the loader file's globals) and return them."""
+    from airflow.sdk import get_parsing_context
+
+    from token_fetcher.airflow.dags import build_dag
+
+    settings = settings or Settings.from_airflow_conf()
+    wanted = get_parsing_context().dag_id
+    here = namespace.get("__file__")
+    manifest_path = Path(here).with_name(MANIFEST_FILE_NAME) if here else None
+    result = load_layouts(settings, dag_id=wanted, manifest_path=manifest_path)
+
+    dags = []
+    problems = list(result.problems)
+    for layout in result.layouts:
+        try:
+            dag = build_dag(layout, settings)
+        except ValueError as exc:
+            problems.append(
+                Problem(str(exc), layout.metadata.path, layout.cluster, layout.workflow)
+            )
+            continue
+        if layout.stale:
+            _log.warning(
+                "token-fetcher: %s built from the last good layout %s (%s): the token "
+                "fetcher could not confirm it",
+                layout.dag_id,
+                layout.fingerprint[:12],
+                layout.source,
+            )
+        namespace[_variable_name(dag.dag_id)] = dag
+        dags.append(dag)
+    _log.info(
+        "token-fetcher: %d DAG(s) from %s, %d problem(s)", len(dags), result.source, len(problems)
+    )
+    for problem in problems:
+        _log.warning("token-fetcher: no DAG for %s", problem)
+        warnings.warn(
+            f"token-fetcher: no DAG for {problem}", TokenFetcherParseWarning, stacklevel=2
+        )
+    if problems and not dags:
+        raise RuntimeError(
+            "token-fetcher: no DAG could be built:\n" + "\n".join(f"- {p}" for p in problems)
+        )
+    return dags
