@@ -373,24 +373,33 @@ def write_metadata(folder: str | os.PathLike[str], metadata: MigrationMetadata) 
                 f"{key} {name!r} starts with '.': discover_metadata() would skip the file"
             )
     directory = os.path.join(os.fspath(folder), metadata.cluster_name)
-    os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, metadata.workflow_name + ".json")
-    # Hidden and not *.json, so a concurrent discover_metadata() never reads it.
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{metadata.workflow_name}.", suffix=".tmp")
+    atomic_write_text(target, metadata.to_json() + "\n")
+    _fsync_directory(directory)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
+
+    The temporary file is hidden and not ``*.json``, so a concurrent discover_metadata()
+    never reads it.
+    """
+    directory, name = os.path.split(os.fspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(metadata.to_json() + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp() makes the file 0600; the scheduler may run as another user.
         os.chmod(temp, 0o644)
-        os.replace(temp, target)
+        os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_directory(directory)
-    return target
 
 
 def _fsync_directory(directory: str) -> None:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,22 +203,6 @@ class Layout:
         return cls.from_spec(metadata, fingerprint, spec, stale=stale, source=source)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
 class LayoutCache:
     """Last good layouts on disk, one file per workflow: ``<dir>/<cluster>/<workflow>.json``.
 
@@ -250,7 +232,7 @@ class LayoutCache:
         if current is not None and current.get("fingerprint") == layout.fingerprint:
             return
         try:
-            _atomic_write(
+            migration.atomic_write_text(
                 self._path(layout.cluster, layout.workflow),
                 json.dumps(layout.to_dict(), sort_keys=True) + "\n",
             )
@@ -406,7 +388,7 @@ class Manifest:
         return manifest
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        _atomic_write(Path(path), self.to_json())
+        migration.atomic_write_text(Path(path), self.to_json())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Manifest:
