@@ -26,8 +26,17 @@ class Locator:
 
     def __init__(self, repo_root: str) -> None:
         self.repo_root = os.path.realpath(repo_root)
+        # A Locator lives for one parse; realpath costs an lstat per path component and
+        # the same few files are asked about for every job.
+        self._relative: dict[str, str] = {}
 
     def relative(self, path: str) -> str:
+        found = self._relative.get(path)
+        if found is None:
+            found = self._relative[path] = self._compute_relative(path)
+        return found
+
+    def _compute_relative(self, path: str) -> str:
         if not path:
             return ""
         if not os.path.isabs(path):
@@ -42,8 +51,8 @@ class Locator:
         # relative ones are pseudo names that realpath would resolve against the cwd.
         if not os.path.isabs(path):
             return False
-        real = os.path.realpath(path)
-        return real.startswith(self.repo_root + os.sep)
+        relative = self.relative(path)
+        return relative != path and relative != "."
 
     def innermost_repo_frame(self, error: BaseException) -> tuple[str, int]:
         """The deepest traceback frame in the repo: where the user's code went wrong."""

@@ -251,18 +251,101 @@ class RunTokens:
 
 def to_plain(value: typing.Any) -> typing.Any:
     """Turn model values into JSON-compatible lists, dicts and scalars."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [to_plain(item) for item in value]
-    return value
+    converter = _TO_PLAIN.get(type(value))
+    if converter is None:
+        converter = _TO_PLAIN[type(value)] = _plain_converter(type(value))
+    return converter(value)
+
+
+# One converter per type, chosen once: a parse converts hundreds of thousands of values.
+_TO_PLAIN: dict[type, typing.Callable[[typing.Any], typing.Any]] = {}
+
+
+def _plain_converter(cls: type) -> typing.Callable[[typing.Any], typing.Any]:
+    if dataclasses.is_dataclass(cls):
+        names = tuple(field.name for field in dataclasses.fields(cls))
+        return lambda value: {name: to_plain(getattr(value, name)) for name in names}
+    if issubclass(cls, enum.Enum):
+        return lambda value: value.value
+    if issubclass(cls, tuple | list):
+        return lambda value: [to_plain(item) for item in value]
+    return lambda value: value
 
 
 def from_plain(cls: type, data: typing.Any) -> typing.Any:
     """Rebuild a model value of type ``cls`` from ``to_plain`` output, checking types."""
-    return _build(cls, data, cls.__name__)
+    try:
+        return _builder(cls)(data)
+    except (TypeError, ValueError, KeyError):
+        # The slow path names where the data is wrong.
+        return _build(cls, data, cls.__name__)
+
+
+_BUILDERS: dict[typing.Any, typing.Callable[[typing.Any], typing.Any]] = {}
+
+
+def _builder(tp: typing.Any) -> typing.Callable[[typing.Any], typing.Any]:
+    """A checking constructor for type ``tp``, compiled once; ``_build`` is its reference."""
+    found = _BUILDERS.get(tp)
+    if found is None:
+        found = _BUILDERS[tp] = _compile_builder(tp)
+    return found
+
+
+def _compile_builder(tp: typing.Any) -> typing.Callable[[typing.Any], typing.Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner_type,) = [o for o in typing.get_args(tp) if o is not type(None)]
+        inner = _builder(inner_type)
+        return lambda data: None if data is None else inner(data)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _builder(args[0])
+
+            def build_sequence(data):
+                if type(data) is not list:
+                    raise TypeError
+                return tuple([item(value) for value in data])
+
+            return build_sequence
+        items = [_builder(arg) for arg in args]
+
+        def build_fixed(data):
+            if type(data) is not list or len(data) != len(items):
+                raise TypeError
+            return tuple([build(value) for build, value in zip(items, data, strict=True)])
+
+        return build_fixed
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = [(f.name, _builder(hints[f.name])) for f in dataclasses.fields(tp)]
+        names = {name for name, _ in fields}
+
+        def build_dataclass(data):
+            if type(data) is not dict or data.keys() != names:
+                raise TypeError
+            return tp(*[build(data[name]) for name, build in fields])
+
+        return build_dataclass
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp
+    if tp is float:
+        def build_float(data):
+            if type(data) is float:
+                return data
+            if type(data) is int:
+                return float(data)
+            raise TypeError
+
+        return build_float
+
+    def build_exact(data):
+        if type(data) is not tp:
+            raise TypeError
+        return data
+
+    return build_exact
 
 
 _HINTS: dict[type, dict[str, typing.Any]] = {}

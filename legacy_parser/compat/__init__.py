@@ -9,6 +9,7 @@ only inside sandbox workers, so the shims never appear in the server's
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import os
@@ -31,7 +32,9 @@ def install() -> None:
         sys.meta_path.insert(0, _ShimFinder())
 
 
+@functools.cache
 def is_shim_file(filename: str) -> bool:
+    # Cached: asked for every frame of every config object built; code file names are few.
     return os.path.abspath(filename).startswith(SHIM_ROOT + os.sep)
 
 
