@@ -101,7 +101,11 @@ def _expect(value: Any, types: type | tuple[type, ...], field: str, job: str, fi
 
 
 def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], locator: Locator,
-                        ) -> tuple[list[Workflow], list[WorkflowError], list[SourceFile]]:
+                        changed: frozenset[str] = frozenset(),
+                        ) -> tuple[list[Workflow], list[WorkflowError], list[SourceFile],
+                                   list[str] | None]:
+    """As read_python_workflows, plus the files read. A partial read happens when every
+    changed file lies inside workflow folders: only those workflows are read again."""
     root = os.path.join(repo_root, str(params.get("repository_root") or ""))
     workflows_dir = os.path.join(root, "workflow")
     reader = TreeReader(locator)
@@ -110,10 +114,12 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
     except OSError as error:
         return [], [WorkflowError(ErrorKind.IO_ERROR,
                                   f"cannot list the workflow folder: {error.strerror}",
-                                  cluster, file=locator.relative(workflows_dir))], reader.files
+                                  cluster, file=locator.relative(workflows_dir)),
+                    ], reader.files, None
+    selected = _changed_workflows(locator.relative(workflows_dir), changed) if changed else None
     workflows: list[Workflow] = []
     errors: list[WorkflowError] = []
-    for name in names:
+    for name in names if selected is None else sorted(selected & set(names)):
         folder = os.path.join(workflows_dir, name)
         if not os.path.isdir(folder):
             continue
@@ -124,7 +130,23 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
                                         cluster, name, file=locator.relative(error.filename or "")))
         except Exception as error:  # noqa: BLE001 - one bad workflow must not hide the others
             errors.append(locator.error_from_exception(error, cluster, name))
-    return workflows, errors, reader.files
+    if selected is None:
+        return workflows, errors, reader.files, None
+    folders = [name for name in names if os.path.isdir(os.path.join(workflows_dir, name))]
+    return workflows, errors, reader.files, folders
+
+
+def _changed_workflows(workflows_dir: str, changed: frozenset[str]) -> set[str] | None:
+    """The workflow folders the changed files lie in; None when one lies elsewhere (the
+    folder listing itself, a template module)."""
+    found = set()
+    prefix = workflows_dir.rstrip(os.sep) + os.sep
+    for path in changed:
+        name, sep, rest = path.removeprefix(prefix).partition(os.sep)
+        if not path.startswith(prefix) or not sep or not rest:
+            return None
+        found.add(name)
+    return found
 
 
 def _read_schedule(name: str, folder: str, reader: TreeReader) -> tuple[Schedule, str]:
