@@ -1,0 +1,141 @@
+"""Airflow's own DagBag: the token-fetcher loader vs the same DAGs as native files.
+
+Runs under an interpreter that has Airflow (the running venv, or ``--airflow-python``
+of ``benchmarks.run``):
+
+    python -m benchmarks.airflow_dagbag write-native --target T --cluster C --out DIR
+    python -m benchmarks.airflow_dagbag write-loader --cluster C --workflows-file F --out DIR
+    python -m benchmarks.airflow_dagbag dagbag --dags DIR      # prints one JSON line
+
+Airflow's settings come from the environment the caller sets (AIRFLOW_HOME,
+AIRFLOW__CORE__DAGS_FOLDER, AIRFLOW__TOKEN_FETCHER__TARGET, ...).
+
+A native file is what a hand migration would write for one workflow: a DAG with one
+BashOperator per job carrying the job's command (end_date as a template), retries,
+priority weight and dependencies, on a timedelta schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+NATIVE_HEADER = '''"""Hand-migrated Pinball workflow {cluster}/{workflow} (generated)."""
+from datetime import datetime, timedelta, timezone
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+with DAG(
+    dag_id={dag_id!r},
+    schedule=timedelta(seconds={recurrence}),
+    start_date=datetime.fromtimestamp({start}, tz=timezone.utc),
+    catchup=False,
+    max_active_runs={max_active_runs},
+    default_args={{"owner": "pinball-migration", "email": {emails!r}}},
+    tags=["pinball", {cluster!r}],
+) as dag:
+'''
+
+
+def write_native(target: str, cluster: str, out: Path) -> int:
+    from token_fetcher.client import TokenFetcherClient
+
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with TokenFetcherClient(target, timeout=120) as client:
+        names = [w.name for w in client.list_workflows(cluster, page_size=1000).workflows]
+        for name in names:
+            spec = client.get_spec(cluster, name).spec
+            schedule = spec.schedule
+            lines = [NATIVE_HEADER.format(
+                cluster=cluster, workflow=name, dag_id=f"native__{cluster}__{name}",
+                recurrence=schedule.recurrence_seconds, start=schedule.reference_time.seconds,
+                max_active_runs=max(1, schedule.max_running_instances or 1),
+                emails=list(spec.notify_emails))]
+            variables = {}
+            for index, job in enumerate(spec.jobs):
+                variable = f"t{index}"
+                variables[job.name] = variable
+                command = "{{ macros.ds_add(ds, 0) }}".join(job.command.segments)
+                # Jinja would read a trailing ".sh"; the commands here end in a space.
+                lines.append(
+                    f"    {variable} = BashOperator(task_id={job.name!r}, "
+                    f"bash_command={command!r}, retries={max(0, job.max_attempts - 1)}, "
+                    f"retry_delay=timedelta(seconds={job.retry_delay_sec}), "
+                    f"priority_weight={max(1, int(job.score))})")
+            for job in spec.jobs:
+                for child in job.children:
+                    lines.append(f"    {variables[job.name]} >> {variables[child]}")
+            (out / f"{name}.py").write_text("\n".join(lines) + "\n")
+            count += 1
+    return count
+
+
+def write_loader(cluster: str, workflows: list[str], out: Path, migration_date: str) -> int:
+    from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOADER_FILE_NAME).write_text(loader_file_text())
+    migrations = out / "migrations" / cluster
+    migrations.mkdir(parents=True, exist_ok=True)
+    for name in workflows:
+        (migrations / f"{name}.json").write_text(json.dumps(
+            {"cluster_name": cluster, "workflow_name": name, "migration_date": migration_date}))
+    return len(workflows)
+
+
+def dagbag(dags: Path) -> dict:
+    started = time.perf_counter()
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag
+    imported = time.perf_counter()
+    bag = DagBag(dag_folder=str(dags), safe_mode=False)
+    done = time.perf_counter()
+    tasks = sum(len(dag.tasks) for dag in bag.dags.values())
+    import resource
+
+    return {"dagbag_seconds": done - imported, "import_airflow_seconds": imported - started,
+            "dags": len(bag.dags), "tasks": tasks,
+            "import_errors": {k: str(v)[-300:] for k, v in list(bag.import_errors.items())[:5]},
+            "import_error_count": len(bag.import_errors),
+            "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    native = sub.add_parser("write-native")
+    native.add_argument("--target", required=True)
+    native.add_argument("--cluster", required=True)
+    native.add_argument("--out", required=True)
+    loader = sub.add_parser("write-loader")
+    loader.add_argument("--cluster", required=True)
+    loader.add_argument("--workflows-file", required=True)
+    loader.add_argument("--out", required=True)
+    loader.add_argument("--migration-date", default="2024-01-01 00:00:00")
+    bag = sub.add_parser("dagbag")
+    bag.add_argument("--dags", required=True)
+    args = parser.parse_args()
+    if args.command == "write-native":
+        print(json.dumps({"written": write_native(args.target, args.cluster, Path(args.out))}))
+    elif args.command == "write-loader":
+        names = json.loads(Path(args.workflows_file).read_text())
+        print(json.dumps({"written": write_loader(args.cluster, names, Path(args.out),
+                                                  args.migration_date)}))
+    else:
+        result = dagbag(Path(args.dags))
+        sys.stdout.flush()
+        print(json.dumps(result))
+        sys.stdout.flush()
+        os._exit(0)  # skip Airflow's teardown; the numbers are out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1158 @@
+"""The benchmarks `make bench` runs: writes BENCHMARKS.md and benchmarks/results.json.
+
+    python -m benchmarks.run                 # the full run (3,000 workflows; ~10 minutes)
+    python -m benchmarks.run --quick         # a small corpus, for iterating (~2 minutes)
+    python -m benchmarks.run --only cold,rpc # some sections (cold refresh rpc client scale airflow)
+
+Every figure is measured against a baseline taken in the same run, and reported with
+the ratio and its target. See BENCHMARKS.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from pathlib import Path
+
+import grpc
+import psutil
+
+from benchmarks import corpus as corpus_mod
+from benchmarks.procs import (
+    ROOT,
+    RssSampler,
+    ServerProcess,
+    cpu_plan,
+    free_port,
+    pinned_command,
+    python_cluster,
+    run_python,
+)
+
+SECTIONS = ("cold", "refresh", "rpc", "client", "scale", "airflow")
+SERVICE = "/token_fetcher.v1.TokenFetcher/"
+RUN_EPOCH = 1704153600  # 2024-01-02T00:00:00Z: the run GetJobTokens renders
+MB = 1024 * 1024
+QUICK_TEXT = "**quick mode** (small corpus: not the scale the targets are set for)"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class LoadWatch:
+    """The machine's 1-minute load average over the run: other work skews every figure."""
+
+    def __init__(self) -> None:
+        self.start_load = os.getloadavg()[0]
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="loadavg")
+
+    def start(self) -> LoadWatch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(10):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict:
+        self._stop.set()
+        samples = self.samples or [os.getloadavg()[0]]
+        return {"start": self.start_load, "mean": statistics.fmean(samples),
+                "max": max(samples)}
+
+
+class Results:
+    def __init__(self) -> None:
+        self.figures: list[dict] = []
+        self.sections: dict[str, dict] = {}
+        self.notes: dict[str, list[str]] = {}
+
+    def figure(self, section: str, key: str, label: str, value: float, unit: str, *,
+               baseline: float | None = None, baseline_label: str = "",
+               target: str = "", met: bool | None = None, ratio: float | None = None) -> dict:
+        if ratio is None and baseline:
+            ratio = value / baseline
+        item = {"section": section, "key": key, "label": label, "value": value, "unit": unit,
+                "baseline": baseline, "baseline_label": baseline_label, "ratio": ratio,
+                "target": target, "met": met}
+        self.figures.append(item)
+        shown = f"{value:.4g} {unit}"
+        if baseline is not None:
+            shown += f" (baseline {baseline:.4g}, ratio {ratio:.3g})"
+        if target:
+            shown += f" target {target}: {'met' if met else 'MISSED' if met is False else '-'}"
+        log(f"{section}/{key}: {shown}")
+        return item
+
+    def note(self, section: str, text: str) -> None:
+        self.notes.setdefault(section, []).append(text)
+
+
+# --- corpora ------------------------------------------------------------------------------
+
+
+def make_corpus(workdir: Path, workflows: int, fmt: str, seed: int) -> tuple[Path, dict]:
+    out = workdir / f"corpus-{fmt}-{workflows}"
+    started = time.monotonic()
+    manifest = corpus_mod.generate(out, workflows, fmt, seed)
+    log(f"corpus {fmt} {workflows}: {manifest['jobs']} jobs in "
+        f"{time.monotonic() - started:.1f} s -> {out}")
+    return out, manifest
+
+
+# --- 1. cold load ---------------------------------------------------------------------------
+
+
+def baseline_import(corpus: Path, manifest: dict, cpus) -> dict:
+    """A fresh interpreter that only loads the definitions: the floor of any parse."""
+    if manifest["format"] == "python":
+        code = (
+            "import resource, sys, time\n"
+            "t = time.perf_counter()\n"
+            "from legacy_parser import compat\n"
+            "compat.install()\n"
+            f"sys.path.insert(0, {str(corpus)!r})\n"
+            f"import {corpus_mod.PACKAGE}.workflows as w\n"
+            "n = len(w.WORKFLOWS)\n"
+            "print(n, time.perf_counter() - t, "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        )
+    else:
+        code = (
+            "import json, os, resource, time\n"
+            "t = time.perf_counter()\n"
+            "n = 0\n"
+            f"for folder, _, names in os.walk({str(corpus / 'repo')!r}):\n"
+            "    for name in names:\n"
+            "        with open(os.path.join(folder, name), 'rb') as f:\n"
+            "            json.loads(f.read())\n"
+            "        n += 1\n"
+            "print(n, time.perf_counter() - t, "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        )
+    wall, out = run_python(code, cpus)
+    count, inner, rss = out.split()
+    return {"wall": wall, "inner": float(inner), "rss": int(rss), "count": int(count)}
+
+
+def cold_start(workdir: Path, corpus: Path, name: str, cpus, poll_interval: float = 1.0,
+               sandbox: dict | None = None) -> tuple[ServerProcess, dict]:
+    """Start a server on the corpus; measure time to SERVING and RSS. Leaves it running."""
+    server = ServerProcess(workdir, {"bench": python_cluster(corpus)}, name, cpus,
+                           poll_interval=poll_interval, sandbox=sandbox)
+    server.start()
+    assert server.process is not None
+    sampler = RssSampler(server.process.pid).start()
+    try:
+        wall = server.wait_serving()
+    except Exception:
+        sampler.stop()
+        server.stop()
+        raise
+    sampler.sample()
+    # Settle, then the steady-state RSS of the serving process alone.
+    time.sleep(2.0)
+    sampler.stop()
+    info = server_info(server.target)
+    return server, {
+        "wall": wall, "peak_tree_rss": sampler.peak_tree, "peak_server_rss": sampler.peak_self,
+        "steady_rss": sampler.current_self(), "rss_samples": sampler.samples, **info}
+
+
+def server_info(target: str) -> dict:
+    from token_fetcher._proto import token_fetcher_pb2 as pb
+    from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        info = pb_grpc.TokenFetcherStub(channel).GetServerInfo(pb.GetServerInfoRequest(),
+                                                               timeout=10)
+    cluster = info.clusters[0]
+    return {"load_duration": cluster.last_load_duration_seconds,
+            "workflow_count": cluster.workflow_count, "job_count": cluster.job_count,
+            "broken": cluster.broken_count, "files_watched": cluster.files_watched}
+
+
+def stages(corpus: Path, cpus) -> dict:
+    command = pinned_command([sys.executable, "-m", "benchmarks.stages", str(corpus)], cpus)
+    done = subprocess.run(command, cwd=str(ROOT), capture_output=True, text=True, check=False,
+                          timeout=600, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    if done.returncode != 0:
+        return {"error": done.stderr[-1000:]}
+    return json.loads(done.stdout)
+
+
+def record_cold(results: Results, fmt: str, size: int, cold: dict, base: dict,
+                section: str = "cold") -> None:
+    results.figure(section, f"{fmt}.wall", f"cold load to SERVING, {fmt}, {size} workflows",
+                   cold["wall"], "s", baseline=base["wall"],
+                   baseline_label="fresh interpreter only loading the definitions",
+                   target="<= 10 s" if size >= 3000 else "", met=cold["wall"] <= 10.0
+                   if size >= 3000 else None)
+    results.figure(section, f"{fmt}.peak_rss", f"peak RSS, server + workers, {fmt}, {size}",
+                   cold["peak_tree_rss"] / MB, "MB", baseline=base["rss"] / MB,
+                   baseline_label="max RSS of that interpreter",
+                   target="<= 400 MB" if size >= 3000 else "",
+                   met=cold["peak_tree_rss"] <= 400 * MB if size >= 3000 else None)
+    results.figure(section, f"{fmt}.steady_rss", f"server RSS once serving, {fmt}, {size}",
+                   cold["steady_rss"] / MB, "MB")
+
+
+# --- 2. refresh -----------------------------------------------------------------------------
+
+
+class Watcher:
+    """Follows WatchWorkflows and records when each (workflow, fingerprint) arrives."""
+
+    def __init__(self, target: str) -> None:
+        from token_fetcher._proto import token_fetcher_pb2 as pb
+        from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
+
+        self.pb = pb
+        self.channel = grpc.insecure_channel(target)
+        self.call = pb_grpc.TokenFetcherStub(self.channel).WatchWorkflows(
+            pb.WatchWorkflowsRequest(cluster="bench"))
+        self.arrived: dict[tuple[str, str], float] = {}
+        self.subscribed = threading.Event()
+        self.lock = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="watch")
+        self.thread.start()
+        if not self.subscribed.wait(30):
+            raise TimeoutError("WatchWorkflows did not subscribe")
+
+    def _run(self) -> None:
+        try:
+            for event in self.call:
+                now = time.monotonic()
+                if event.type == self.pb.WorkflowEvent.TYPE_SUBSCRIBED:
+                    self.subscribed.set()
+                    continue
+                with self.lock:
+                    self.arrived[(event.workflow, event.new_fingerprint)] = now
+                    self.lock.notify_all()
+        except grpc.RpcError:
+            pass
+
+    def wait(self, workflow: str, fingerprint: str, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while (workflow, fingerprint) not in self.arrived:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.lock.wait(left)
+            return self.arrived[(workflow, fingerprint)]
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+def refresh(server: ServerProcess, corpus: Path, manifest: dict, edits: int, seed: int,
+            poll_interval: float) -> dict:
+    from token_fetcher._proto import token_fetcher_pb2 as pb
+    from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
+
+    rng = random.Random(seed)
+    names = sorted(n for n in manifest["edit_files"] if n not in manifest["fixed"])
+    step = max(1, len(names) // edits)
+    targets = [names[(i * step) % len(names)] for i in range(edits)]
+    channel = grpc.insecure_channel(server.target)
+    stub = pb_grpc.TokenFetcherStub(channel)
+    watcher = Watcher(server.target)
+    visible, pushed, failures = [], [], 0
+    assert server.process is not None
+    sampler = RssSampler(server.process.pid).start()
+    try:
+        for revision, workflow in enumerate(targets, start=1):
+            request = pb.GetWorkflowSpecRequest(cluster="bench", workflow=workflow)
+            old = stub.GetWorkflowSpec(request, timeout=10).fingerprint
+            # Edits land at a random phase of the server's poll cycle.
+            time.sleep(rng.uniform(0, poll_interval))
+            edited_at = time.monotonic()
+            corpus_mod.edit_workflow(corpus, manifest, workflow, revision)
+            request.if_none_match = old
+            new, seen_at = "", None
+            deadline = edited_at + 120
+            while time.monotonic() < deadline:
+                answer = stub.GetWorkflowSpec(request, timeout=10)
+                if not answer.not_modified and answer.fingerprint != old:
+                    new, seen_at = answer.fingerprint, time.monotonic()
+                    break
+                time.sleep(0.01)
+            if seen_at is None:
+                failures += 1
+                continue
+            arrived = watcher.wait(workflow, new, 60)
+            visible.append(seen_at - edited_at)
+            if arrived is None:
+                failures += 1
+            else:
+                pushed.append(arrived - edited_at)
+            log(f"refresh {revision}/{edits} {workflow}: visible {visible[-1]:.2f} s, "
+                f"pushed {(arrived - edited_at) if arrived else float('nan'):.2f} s")
+    finally:
+        sampler.stop()
+        watcher.close()
+        channel.close()
+    return {"visible": visible, "pushed": pushed, "failures": failures,
+            "peak_tree_rss": sampler.peak_tree, "peak_server_rss": sampler.peak_self}
+
+
+def run_refresh(results: Results, data: dict, servers: dict[str, ServerProcess],
+                corpora: dict, cold_points: dict, edits: int, seed: int, poll: float,
+                cpus) -> None:
+    """Both formats at once when there are two CPUs: each server (and its parse workers)
+    then gets a CPU of its own, which halves the longest part of the run."""
+    server_cpus, client_cpus = cpus
+    fmts = list(servers)
+    outcomes: dict[str, dict] = {}
+    errors: list[BaseException] = []
+    if len(fmts) > 1 and client_cpus:
+        from benchmarks.procs import pin_tree
+
+        pin_tree(servers[fmts[1]].process.pid, client_cpus)  # type: ignore[union-attr]
+        placement = (f"{fmts[0]} server on CPU {sorted(server_cpus)}, {fmts[1]} server on "
+                     f"CPU {sorted(client_cpus)} (shared with this process's pollers and "
+                     "watchers), both edited at the same time to keep `make bench` within "
+                     "its time budget; sequentially, the JSON figures came out about 10% "
+                     "lower in trial runs")
+    else:
+        placement = "one format after the other"
+
+    def one(fmt: str) -> None:
+        try:
+            corpus, manifest = corpora[fmt]
+            log(f"refresh: {edits} edits ({fmt})")
+            outcomes[fmt] = refresh(servers[fmt], corpus, manifest, edits, seed, poll)
+            outcomes[fmt]["parse_seconds"] = server_info(servers[fmt].target)["load_duration"]
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    if len(fmts) > 1 and client_cpus:
+        threads = [threading.Thread(target=one, args=(fmt,)) for fmt in fmts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        for fmt in fmts:
+            one(fmt)
+    if errors:
+        raise errors[0]
+    if len(fmts) > 1 and client_cpus:
+        from benchmarks.procs import pin_tree
+
+        pin_tree(servers[fmts[1]].process.pid, server_cpus)  # type: ignore[union-attr]
+    results.note("refresh", f"Placement: {placement}.")
+    for fmt in fmts:
+        fresh = outcomes[fmt]
+        data["sections"].setdefault("refresh", {})[fmt] = fresh
+        load = fresh["parse_seconds"]
+        for kind in ("visible", "pushed"):
+            samples = fresh[kind]
+            if not samples:
+                continue
+            what = "GetWorkflowSpec returns it" if kind == "visible" else "watch event"
+            for q in (50, 99):
+                value = pct(samples, q)
+                results.figure("refresh", f"{fmt}.{kind}.p{q}",
+                               f"edit -> {what}, {fmt}, p{q} of {len(samples)}", value, "s",
+                               baseline=load, baseline_label="server's parse of the cluster",
+                               target="<= 2 s" if q == 99 else "",
+                               met=value <= 2.0 if q == 99 else None)
+        results.figure("refresh", f"{fmt}.peak_rss", f"peak RSS, server + worker, during the "
+                       f"{fmt} re-parses", fresh["peak_tree_rss"] / MB, "MB",
+                       baseline=cold_points[fmt]["steady_rss"] / MB,
+                       baseline_label="server RSS serving, before the edits",
+                       target="<= 400 MB", met=fresh["peak_tree_rss"] <= 400 * MB)
+        if fresh["failures"]:
+            results.note("refresh", f"{fmt}: {fresh['failures']} edits were not seen within "
+                         "the time limit")
+
+
+# --- 3. RPC latency and throughput vs the floor ----------------------------------------------
+
+
+class FloorProcess:
+    def __init__(self, workdir: Path, answers: dict[str, dict[bytes, bytes]], cpus) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        path = workdir / "floor-answers.json"
+        path.write_text(json.dumps({m: {k.hex(): v.hex() for k, v in t.items()}
+                                    for m, t in answers.items()}))
+        command = pinned_command([sys.executable, "-m", "benchmarks.floor", "--port",
+                                  str(self.port), "--answers", str(path)], cpus)
+        self.process = subprocess.Popen(command, cwd=str(ROOT), stdout=subprocess.PIPE,
+                                        text=True)
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if line.strip() != "ready":
+            raise RuntimeError("the floor server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def loadgen(args: list[str], cpus) -> subprocess.Popen:
+    command = pinned_command([sys.executable, "-m", "benchmarks.loadgen", *args], cpus)
+    return subprocess.Popen(command, cwd=str(ROOT), stdout=subprocess.PIPE, text=True)
+
+
+def measure_latency(target: str, method: str, request: bytes, calls: int, cpus) -> list[float]:
+    process = loadgen(["latency", "--target", target, "--method", method, "--request",
+                       request.hex(), "--calls", str(calls), "--warmup", "300"], cpus)
+    out, _ = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"loadgen latency failed on {target} {method}")
+    return json.loads(out)["samples"]
+
+
+def measure_throughput(target: str, pid: int, method: str, request: bytes, in_flight: int,
+                       processes: int, duration: float, cpus) -> dict:
+    threads = max(1, in_flight // processes)
+    start = time.time() + 1.2
+    procs = [loadgen(["throughput", "--target", target, "--method", method, "--request",
+                      request.hex(), "--threads", str(threads), "--start", f"{start:.6f}",
+                      "--duration", str(duration)], cpus) for _ in range(processes)]
+    server = psutil.Process(pid)
+    time.sleep(max(0.0, start - time.time()))
+    cpu0 = sum(server.cpu_times()[:2])
+    time.sleep(duration)
+    cpu1 = sum(server.cpu_times()[:2])
+    calls = errors = 0
+    for process in procs:
+        out, _ = process.communicate(timeout=600)
+        data = json.loads(out)
+        calls += data["calls"]
+        errors += data["errors"]
+    return {"calls_per_s": calls / duration, "errors": errors,
+            "server_cpu": (cpu1 - cpu0) / duration,
+            "server_cpu_us_per_call": (cpu1 - cpu0) / calls * 1e6 if calls else float("nan")}
+
+
+def capture_answers(target: str, requests: dict[str, list[bytes]]) -> dict[str, dict]:
+    answers: dict[str, dict[bytes, bytes]] = {}
+    with grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 64 * MB)]) as channel:
+        for method, items in requests.items():
+            call = channel.unary_unary(method)
+            answers[method] = {item: call(item, timeout=30) for item in items}
+    return answers
+
+
+def rpc(results: Results, workdir: Path, server: ServerProcess, manifest: dict, cpus, quick: bool
+        ) -> dict:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from token_fetcher._proto import token_fetcher_pb2 as pb
+
+    server_cpus, client_cpus = cpus
+    spec_method, tokens_method = SERVICE + "GetWorkflowSpec", SERVICE + "GetJobTokens"
+    cases = []
+    for workflow in sorted(manifest["fixed"], key=lambda n: manifest["fixed"][n]):
+        spec = pb.GetWorkflowSpecRequest(cluster="bench", workflow=workflow).SerializeToString()
+        tokens = pb.GetJobTokensRequest(cluster="bench", workflow=workflow,
+                                        run_time=Timestamp(seconds=RUN_EPOCH)
+                                        ).SerializeToString()
+        jobs = manifest["fixed"][workflow]
+        cases.append(("GetWorkflowSpec", jobs, spec_method, spec))
+        cases.append(("GetJobTokens", jobs, tokens_method, tokens))
+    requests: dict[str, list[bytes]] = {}
+    for _, _, method, request in cases:
+        requests.setdefault(method, []).append(request)
+    answers = capture_answers(server.target, requests)
+    floor = FloorProcess(workdir, answers, server_cpus)
+    calls = 600 if quick else 1500
+    duration = 2.0 if quick else 3.0
+    rounds = 1 if quick else 2
+    out: dict = {}
+    assert server.process is not None
+    try:
+        for name, jobs, method, request in cases:
+            size = len(answers[method][request])
+            lat = {"real": [], "floor": []}
+            thr: dict[str, list[dict]] = {"real": [], "floor": []}
+            for _ in range(rounds):
+                # Interleaved, so drift on the machine hits both alike.
+                for kind, target in (("real", server.target), ("floor", floor.target)):
+                    lat[kind] += measure_latency(target, method, request, calls, client_cpus)
+                for kind, target, pid in (("real", server.target, server.process.pid),
+                                          ("floor", floor.target, floor.process.pid)):
+                    thr[kind].append(measure_throughput(target, pid, method, request, 16, 2,
+                                                        duration, client_cpus))
+            case = f"{name}.{jobs}jobs"
+            p50 = {k: pct(v, 50) * 1e3 for k, v in lat.items()}
+            p99 = {k: pct(v, 99) * 1e3 for k, v in lat.items()}
+            best = {k: max(v, key=lambda r: r["calls_per_s"]) for k, v in thr.items()}
+            limit = 1.15 if name == "GetWorkflowSpec" else 1.5
+            results.figure("rpc", f"{case}.p50", f"{name}, {jobs}-job workflow "
+                           f"({size} B answer), p50 at 1 in flight", p50["real"], "ms",
+                           baseline=p50["floor"], baseline_label="floor server, same bytes",
+                           target=f"<= {limit}x floor",
+                           met=p50["real"] <= limit * p50["floor"])
+            results.figure("rpc", f"{case}.p99", f"{name}, {jobs}-job workflow, p99 at 1 in "
+                           "flight", p99["real"], "ms", baseline=p99["floor"],
+                           baseline_label="floor server, same bytes")
+            spec_case = name == "GetWorkflowSpec"
+            results.figure("rpc", f"{case}.throughput", f"{name}, {jobs}-job workflow, "
+                           "calls/s at 16 in flight", best["real"]["calls_per_s"], "calls/s",
+                           baseline=best["floor"]["calls_per_s"],
+                           baseline_label="floor server, same bytes",
+                           target=">= 0.85x floor" if spec_case else "",
+                           met=best["real"]["calls_per_s"] >= 0.85 * best["floor"]["calls_per_s"]
+                           if spec_case else None)
+            results.figure("rpc", f"{case}.cpu_per_call", f"{name}, {jobs}-job workflow, "
+                           "server CPU per call at 16 in flight",
+                           best["real"]["server_cpu_us_per_call"], "us",
+                           baseline=best["floor"]["server_cpu_us_per_call"],
+                           baseline_label="floor server CPU per call")
+            out[case] = {"response_bytes": size, "p50_ms": p50, "p99_ms": p99,
+                         "throughput": best, "latency_samples": {k: len(v) for k, v in
+                                                                 lat.items()}}
+    finally:
+        floor.stop()
+    return out
+
+
+# --- 4. client ----------------------------------------------------------------------------
+
+
+def client_bench(results: Results, server: ServerProcess, manifest: dict, quick: bool) -> dict:
+    from token_fetcher.client import TokenFetcherClient
+    from token_fetcher.migration import MigrationMetadata
+
+    date = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    names = sorted(manifest["edit_files"])
+    metadata = [MigrationMetadata("bench", name, date) for name in names]
+    out: dict = {}
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    with TokenFetcherClient(server.target, timeout=60.0, cache_ttl=30.0) as client:
+        client.get_spec("bench", "bench_w20")
+        client.migrated_workflow(metadata[0])
+        number = 20000 if quick else 200000
+        for key, call in (("get_spec", lambda: client.get_spec("bench", "bench_w20")),
+                          ("migrated_workflow", lambda: client.migrated_workflow(metadata[0]))):
+            best = min(timeit.repeat(call, number=number, repeat=5)) / number * 1e6
+            out[f"hit_{key}_us"] = best
+            results.figure("client", f"cache_hit.{key}", f"cache hit, {key}()", best, "us",
+                           baseline=_baseline_cache_hit(),
+                           baseline_label="bare cachetools.LRUCache lookup under a lock",
+                           target="<= 5 us", met=best <= 5.0)
+
+    def timed(fn) -> float:
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started
+
+    def check(items) -> None:
+        bad = [item for item in items if not hasattr(item, "spec")]
+        if bad:
+            raise RuntimeError(f"{len(bad)} workflows failed, first: {bad[0]!r}")
+
+    runs: dict[str, float] = {}
+    for style in ("batch", "single"):
+        clock = Clock()
+        with TokenFetcherClient(server.target, timeout=120.0, cache_ttl=30.0,
+                                clock=clock) as client:
+            def build(client=client, style=style) -> None:
+                if style == "batch":
+                    check(client.migrated_workflows(metadata))
+                else:
+                    check([client.migrated_workflow(m) for m in metadata])
+            runs[f"{style}.cold"] = timed(build)
+            runs[f"{style}.warm"] = timed(build)
+            clock.now += 31.0  # every entry expired: revalidated by fingerprint
+            runs[f"{style}.revalidate"] = timed(build)
+    count = len(metadata)
+    for style in ("batch", "single"):
+        label = ("migrated_workflows() batch" if style == "batch"
+                 else "migrated_workflow() per workflow")
+        results.figure("client", f"all.{style}.cold", f"all {count} DAG specs, {label}, "
+                       "cold cache", runs[f"{style}.cold"], "s",
+                       baseline=runs["batch.cold"] if style == "single" else None,
+                       baseline_label="batch, cold" if style == "single" else "")
+        results.figure("client", f"all.{style}.warm", f"all {count} DAG specs, {label}, "
+                       "warm cache", runs[f"{style}.warm"] * 1e3, "ms",
+                       baseline=runs[f"{style}.cold"] * 1e3, baseline_label="same, cold")
+        results.figure("client", f"all.{style}.revalidate", f"all {count} DAG specs, {label}, "
+                       "TTL expired (not_modified)", runs[f"{style}.revalidate"], "s",
+                       baseline=runs[f"{style}.cold"], baseline_label="same, cold")
+    out["all"] = runs
+    out["count"] = count
+    return out
+
+
+def _baseline_cache_hit() -> float:
+    import cachetools
+
+    cache = cachetools.LRUCache(10000)
+    cache[("bench", "bench_w20")] = object()
+    lock = threading.Lock()
+
+    def hit():
+        with lock:
+            return cache.get(("bench", "bench_w20"))
+
+    number = 200000
+    return min(timeit.repeat(hit, number=number, repeat=5)) / number * 1e6
+
+
+# --- 5. Airflow -------------------------------------------------------------------------------
+
+
+def airflow_bench(results: Results, workdir: Path, server: ServerProcess, manifest: dict,
+                  python: str, cpus) -> dict:
+    """DagBag over the loader file (3,000 metadata files) vs 3,000 native DAG files."""
+    probe = subprocess.run([python, "-c", "import airflow, token_fetcher.airflow.loader"],
+                           capture_output=True, text=True, check=False, cwd=str(ROOT))
+    if probe.returncode != 0:
+        reason = (f"skipped: `import airflow, token_fetcher.airflow.loader` fails under "
+                  f"{python} ({(probe.stderr.strip().splitlines() or ['?'])[-1]}). Install "
+                  "the airflow extra into the venv, or pass --airflow-python with an "
+                  "interpreter that has Airflow and this package.")
+        results.note("airflow", reason)
+        return {"skipped": reason}
+    base = workdir / "airflow"
+    home, native_dir, loader_dir = base / "home", base / "native", base / "loader"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           # The loader file builds every DAG in one import: lift the 30 s default.
+           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
+           "AIRFLOW__TOKEN_FETCHER__TARGET": server.target,
+           "AIRFLOW__TOKEN_FETCHER__TIMEOUT": "120",
+           "AIRFLOW__TOKEN_FETCHER__CACHE_DIR": str(base / "layout-cache"),
+           "AIRFLOW__TOKEN_FETCHER__MIGRATIONS_DIR": str(loader_dir / "migrations")}
+    # Bytecode caching on, as in a real dags folder: the second parse of a native file
+    # reads its .pyc.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPATH", None)
+
+    def tool(*args: str, dags: Path | None = None) -> dict:
+        run_env = dict(env)
+        if dags is not None:
+            run_env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+        command = pinned_command([python, "-m", "benchmarks.airflow_dagbag", *args], cpus)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=str(ROOT), env=run_env, capture_output=True,
+                              text=True, check=False, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow_dagbag {args[0]} failed: {done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["process_seconds"] = time.monotonic() - started
+        return result
+
+    names = sorted(manifest["edit_files"])
+    names_file = base / "workflows.json"
+    names_file.write_text(json.dumps(names))
+    tool("write-native", "--target", server.target, "--cluster", "bench", "--out",
+         str(native_dir))
+    tool("write-loader", "--cluster", "bench", "--workflows-file", str(names_file), "--out",
+         str(loader_dir))
+    # Each side twice, each time in a fresh process: the first parse compiles the native
+    # files (and writes their .pyc) and fills the loader's layout cache on disk; the
+    # second is the steady state of a scheduler re-parsing its dags folder.
+    out = {"native_first": tool("dagbag", "--dags", str(native_dir), dags=native_dir),
+           "loader_first": tool("dagbag", "--dags", str(loader_dir), dags=loader_dir),
+           "native": tool("dagbag", "--dags", str(native_dir), dags=native_dir),
+           "loader": tool("dagbag", "--dags", str(loader_dir), dags=loader_dir)}
+    for key in ("native_first", "loader_first", "native", "loader"):
+        if out[key]["dags"] != len(names):
+            results.note("airflow", f"{key}: DagBag found {out[key]['dags']} DAGs of "
+                         f"{len(names)}; import errors: {out[key]['import_errors']}")
+    native, loader = out["native"]["dagbag_seconds"], out["loader"]["dagbag_seconds"]
+    results.figure("airflow", "loader_first.dagbag", f"DagBag, {len(names)} DAGs through the "
+                   "loader file, first parse", out["loader_first"]["dagbag_seconds"], "s",
+                   baseline=out["native_first"]["dagbag_seconds"],
+                   baseline_label=f"{len(names)} native DAG files, first parse (compiling)")
+    results.figure("airflow", "loader.dagbag", f"DagBag, {len(names)} DAGs through the "
+                   "loader file, next parse", loader, "s", baseline=native,
+                   baseline_label=f"{len(names)} native DAG files, next parse (.pyc)")
+    results.figure("airflow", "loader.speedup", "loader speed-up over native files "
+                   "(native time / loader time)", native / loader, "x", ratio=native / loader,
+                   target=">= 1.5x", met=native >= 1.5 * loader)
+    results.figure("airflow", "loader.rss", "max RSS of the DagBag process, loader",
+                   out["loader"]["max_rss"] / MB, "MB", baseline=out["native"]["max_rss"] / MB,
+                   baseline_label="native files")
+    results.note("airflow", f"Airflow ran under {python}; DagBag(safe_mode=False) in a fresh "
+                 "process each time, timed from the DagBag call (importing Airflow excluded: "
+                 f"{out['native']['import_airflow_seconds']:.1f} s). The loader builds every DAG "
+                 "in one file import, so that file must parse within "
+                 "[core] dagbag_import_timeout (30 s by default; raised to 600 s here) and "
+                 "the DagFileProcessor's dag_file_processor_timeout (50 s by default).")
+    return out
+
+
+# --- 6. growth -------------------------------------------------------------------------------
+
+
+def growth(points: list[dict]) -> dict:
+    """Least-squares slope per workflow and per job served, for wall time and RSS."""
+    xs = [p["workflows"] for p in points]
+    out = {}
+    for key in ("wall", "peak_tree_rss", "steady_rss"):
+        ys = [p[key] for p in points]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / \
+            sum((x - mean_x) ** 2 for x in xs)
+        out[key] = {"per_workflow": slope, "intercept": mean_y - slope * mean_x}
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def fmt_value(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    elif abs(value) >= 1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def figure_table(figures: list[dict]) -> list[str]:
+    lines = ["| figure | measured | baseline (same run) | ratio | target | |",
+             "|---|---|---|---|---|---|"]
+    for f in figures:
+        base = "-" if f["baseline"] is None else \
+            f"{fmt_value(f['baseline'], f['unit'])} ({f['baseline_label']})"
+        ratio = "-" if f["ratio"] is None else f"{f['ratio']:.2f}x"
+        verdict = {True: "met", False: "**missed**", None: ""}[f["met"]]
+        lines.append(f"| {f['label']} | {fmt_value(f['value'], f['unit'])} | {base} | {ratio} "
+                     f"| {f['target'] or '-'} | {verdict} |")
+    return lines
+
+
+def load_text(meta: dict) -> str:
+    runs = [meta] + [m for m in meta.get("merged_runs", [])]
+    parts = []
+    for run in runs:
+        load = run.get("loadavg")
+        if load:
+            which = ", ".join(run.get("sections", [])) if run is not meta or len(runs) > 1 \
+                else "the run"
+            parts.append(f"{which} ({run.get('date', '?')}): mean {load['mean']:.1f}, max "
+                         f"{load['max']:.1f}")
+    if not parts:
+        return ""
+    return ("Machine load average (1 min; 2.0 means both CPUs busy) during "
+            + "; ".join(parts) + ". The benchmarks alone keep it near 1-2; more means "
+            "other work shared the machine and the figures are pessimistic.")
+
+
+def merge_results(old: dict, new: dict, sections: list[str]) -> dict:
+    """``old`` with the sections just run replaced by ``new``'s."""
+    keep = [f for f in old["figures"] if f["section"] not in sections]
+    merged = dict(old)
+    merged["figures"] = keep + new["figures"]
+    merged["notes"] = {k: v for k, v in old.get("notes", {}).items() if k not in sections}
+    merged["notes"].update(new.get("notes", {}))
+    merged["sections"] = {**old.get("sections", {}), **new["sections"]}
+    meta = dict(old["meta"])
+    meta["merged_runs"] = [m for m in meta.get("merged_runs", [])
+                           if not set(m.get("sections", [])) <= set(sections)]
+    meta["merged_runs"].append({k: new["meta"][k] for k in ("date", "commit", "dirty",
+                                                            "sections", "loadavg", "command",
+                                                            "duration_s")})
+    merged["meta"] = meta
+    order = {(f["section"], f["key"]): i for i, f in enumerate(old["figures"])}
+    merged["figures"].sort(key=lambda f: (SECTIONS.index(f["section"]) if f["section"] in
+                                          SECTIONS else 99,
+                                          order.get((f["section"], f["key"]), 999)))
+    return merged
+
+
+def write_report(path: Path, data: dict, results: Results) -> None:
+    meta = data["meta"]
+    by_section: dict[str, list[dict]] = {}
+    for f in results.figures:
+        by_section.setdefault(f["section"], []).append(f)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run`); do not edit by hand: re-run it. "
+        "Raw numbers: [benchmarks/results.json](benchmarks/results.json). How the corpus is "
+        "made: [benchmarks/corpus.py](benchmarks/corpus.py). Profiles and proposed fixes for "
+        "missed targets: [benchmarks/ANALYSIS.md](benchmarks/ANALYSIS.md).",
+        "",
+        f"Run: {meta['date']} on {meta['machine']}, Python {meta['python']}, grpcio "
+        f"{meta['grpcio']}, protobuf {meta['protobuf']}, commit {meta['commit']}"
+        f"{' (with uncommitted changes)' if meta['dirty'] else ''}; "
+        f"{QUICK_TEXT if meta['quick'] else 'full run'}"
+        f", {meta['duration_s']:.0f} s in all: `{meta['command'].strip()}`.",
+        "",
+        f"Corpus: {meta['corpus']}.",
+        "",
+        "CPU placement: " + meta["cpus"],
+        "",
+        load_text(meta),
+        "",
+    ]
+    missed = [f for f in results.figures if f["met"] is False]
+    met = [f for f in results.figures if f["met"] is True]
+    lines += [f"**Targets: {len(met)} met, {len(missed)} missed.**", ""]
+    if missed:
+        lines += ["Missed: " + "; ".join(f"{f['label']} = {fmt_value(f['value'], f['unit'])} "
+                                         f"(target {f['target']})" for f in missed) + ".", ""]
+    titles = {
+        "cold": ("1. Cold load",
+                 "Wall time from starting `token-fetcher serve --config` (a subprocess) until "
+                 "the health service says SERVING, and the peak RSS of the server plus its "
+                 "sandbox worker (psutil, sampled every 20 ms); a fresh state directory. "
+                 "Baseline: a fresh interpreter that does nothing but load the same "
+                 "definitions (Python: import the `WORKFLOWS` module with the compat shims; "
+                 "JSON: read and `json.loads` every file of the tree), i.e. the part of a "
+                 "load that user code and the format itself force. The ratio is what the "
+                 "service adds on top: worker start-up, templates and graph checks, the "
+                 "sandbox's JSON round trip, protobuf conversion, fingerprints, and the "
+                 "version history."),
+        "refresh": ("2. Refresh",
+                    "One definition file rewritten (a Python module, atomic rename; or one "
+                    "JSON job file), at a random phase of the server's 1 s poll. *Visible*: "
+                    "until `GetWorkflowSpec` (polled every 10 ms with `if_none_match`) returns "
+                    "the new fingerprint; *pushed*: until the `WatchWorkflows` CHANGED event "
+                    "for it arrives. Baseline: the server's own reported parse time of the "
+                    "cluster (`last_load_duration_seconds`), the part a full re-parse cannot "
+                    "avoid."),
+        "rpc": ("3. Request latency and throughput",
+                "Server pinned to one CPU, load generators (separate processes, raw bytes, no "
+                "protobuf on the client side) on the other. p50/p99 over sequential calls at 1 "
+                "in flight; throughput with 16 in flight (2 processes x 8 threads), best of "
+                "the rounds, with the server's CPU seconds per call. Baseline: the *floor*, "
+                "a minimal grpcio server (`benchmarks/floor.py`) with the same thread pool "
+                "and options returning the same response bytes, captured from the real "
+                "server first. GetJobTokens asks for the same run every time (the "
+                "service's token cache is warm)."),
+        "client": ("4. Client",
+                   "TokenFetcherClient in the benchmark process against the real server. "
+                   "Cache hit: `timeit`, best of 5. Building every DAG spec: one "
+                   "`migrated_workflows()` batch vs `migrated_workflow()` per workflow, "
+                   "with a cold cache, warm (all hits), and after the TTL expired "
+                   "(revalidated with `if_none_match`, answers `not_modified`)."),
+        "scale": ("6. How cost grows",
+                  "Cold load and RSS of the Python-format corpus at several sizes (about 15 "
+                  "jobs per workflow at every size), and the least-squares growth per "
+                  "workflow."),
+        "airflow": ("5. Airflow DagBag",
+                    "Airflow's own `DagBag(safe_mode=False)` in a fresh process: a dags folder "
+                    "with the token-fetcher loader file and one migration metadata file per "
+                    "workflow (all resolved through the client against the running server), "
+                    "against a folder of native DAG files, one per workflow, with the same "
+                    "tasks, commands, retries, priority weights and dependencies as "
+                    "BashOperators (`benchmarks/airflow_dagbag.py`). Each side is parsed twice, "
+                    "each time in a fresh process: the first parse compiles the native files "
+                    "and fills the loader's on-disk layout cache; the next one (bytecode "
+                    "cached, layouts cached) is the steady state of a scheduler re-parsing "
+                    "its dags folder, and is what the target is checked on."),
+    }
+    for section in ("cold", "refresh", "rpc", "client", "airflow", "scale"):
+        if section not in data["sections"] and section not in results.notes:
+            continue
+        title, text = titles[section]
+        lines += [f"## {title}", ""]
+        if text:
+            lines += [text, ""]
+        if by_section.get(section):
+            lines += figure_table(by_section[section]) + [""]
+        extra = data["sections"].get(section, {})
+        if section == "cold" and extra.get("stages"):
+            lines += ["Where the time goes (`python -m benchmarks.stages`, the same steps in "
+                      "one process, server CPU):", "",
+                      "| format | stage | seconds |", "|---|---|---|"]
+            for fmt, st in extra["stages"].items():
+                for stage, seconds in st.get("seconds", {}).items():
+                    lines.append(f"| {fmt} | {stage} | {seconds:.2f} |")
+                if "wire_bytes" in st:
+                    lines.append(f"| {fmt} | (sandbox result on the wire) | "
+                                 f"{st['wire_bytes'] / MB:.1f} MB |")
+            lines.append("")
+        if section == "scale" and extra.get("points"):
+            lines += ["| workflows | jobs served | cold load | peak RSS (tree) | server RSS "
+                      "serving |", "|---|---|---|---|---|"]
+            for p in extra["points"]:
+                lines.append(f"| {p['workflows']:,} | {p['jobs']:,} | {p['wall']:.2f} s | "
+                             f"{p['peak_tree_rss'] / MB:.0f} MB | {p['steady_rss'] / MB:.0f} MB |")
+            g = extra.get("growth")
+            points = extra["points"]
+            if g and len(points) >= 2:
+                steps = []
+                for a, b in zip(points, points[1:], strict=False):
+                    n = b["workflows"] - a["workflows"]
+                    steps.append((a["workflows"], b["workflows"], (b["wall"] - a["wall"]) / n,
+                                  (b["steady_rss"] - a["steady_rss"]) / n))
+                step_text = "; ".join(f"{a:,} -> {b:,}: {t * 1e3:.2f} ms and {r / 1024:.0f} KB "
+                                      "per added workflow" for a, b, t, r in steps)
+                first, last = steps[0][2], steps[-1][2]
+                shape = ("load time grows faster than linearly (each added workflow costs "
+                         f"{last / first:.1f}x more at the top of the range than at the bottom)"
+                         if first > 0 and last > 1.25 * first else "load time grows linearly")
+                lines += ["", f"Least-squares growth per workflow (about 15 jobs each): cold "
+                          f"load {g['wall']['per_workflow'] * 1e3:.2f} ms, peak RSS "
+                          f"{g['peak_tree_rss']['per_workflow'] / 1024:.0f} KB, serving RSS "
+                          f"{g['steady_rss']['per_workflow'] / 1024:.0f} KB (about "
+                          f"{g['steady_rss']['per_workflow'] / 1024 / 16:.1f} KB per job "
+                          f"served). Step by step: {step_text}. Memory grows linearly; "
+                          f"{shape}."]
+            lines.append("")
+        for note in results.notes.get(section, []):
+            lines += [f"- {note}"]
+        if results.notes.get(section):
+            lines.append("")
+    path.write_text("\n".join(lines))
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def git_state() -> tuple[str, bool]:
+    source = ROOT / ".bench-source"  # a snapshot made with `git archive` says what it is
+    if source.exists():
+        return source.read_text().strip(), False
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="small corpus (300 workflows), fewer samples: for iterating")
+    parser.add_argument("--workflows", type=int, help="corpus size (default 3000; quick 300)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--formats", default="python,json", help="cold/refresh formats")
+    parser.add_argument("--edits", type=int, help="refresh edits per format (default 20)")
+    parser.add_argument("--scale", help="comma-separated sizes (default 1000,3000,10000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--stages", default="python",
+                        help="formats whose cold load is broken into stages (default python; "
+                             "'python,json' adds ~15 s)")
+    parser.add_argument("--airflow-python", default=sys.executable,
+                        help="interpreter with Airflow and this package for section airflow "
+                             "(default: this one)")
+    parser.add_argument("--workdir", help="keep corpora and server logs here")
+    parser.add_argument("--md", help="report path (default BENCHMARKS.md; quick: "
+                                      "/tmp/tf-bench-quick/BENCHMARKS.md)")
+    parser.add_argument("--json", help="results path (default benchmarks/results.json; quick: "
+                                       "/tmp/tf-bench-quick/results.json)")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the sections run in the existing results (--json) "
+                             "and re-render the report")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the report from an existing results file (--json)")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        source = Path(args.json or ROOT / "benchmarks" / "results.json")
+        data = json.loads(source.read_text())
+        results = Results()
+        results.figures, results.notes = data["figures"], data["notes"]
+        target = Path(args.md or ROOT / "BENCHMARKS.md")
+        write_report(target, data, results)
+        log(f"wrote {target} from {source}")
+        return 0
+    # A quick run never overwrites the committed full-run report.
+    quick_dir = Path(tempfile.gettempdir()) / "tf-bench-quick"
+    if args.quick:
+        quick_dir.mkdir(exist_ok=True)
+    args.md = args.md or str(quick_dir / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md")
+    args.json = args.json or str(quick_dir / "results.json" if args.quick
+                                 else ROOT / "benchmarks" / "results.json")
+    sections = [s for s in args.only.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    size = args.workflows or (300 if args.quick else 3000)
+    edits = args.edits or (5 if args.quick else 20)
+    scale_sizes = [int(s) for s in (args.scale or ("100,300,1000" if args.quick
+                                                   else "1000,3000,10000")).split(",")]
+    formats = [f for f in args.formats.split(",") if f]
+    airflow_python = args.airflow_python
+    merged = None
+    if args.merge:
+        merged = json.loads(Path(args.json).read_text())
+    began = time.monotonic()
+    load = LoadWatch().start()
+    if load.start_load > 1.0:
+        log(f"warning: load average {load.start_load:.1f} before the run; other processes on "
+            "this machine will skew the figures")
+    cpus = cpu_plan()
+    server_cpus, client_cpus = cpus
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)  # this process is a client too
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = Results()
+    data: dict = {"sections": {}}
+    corpora: dict[str, tuple[Path, dict]] = {}
+    try:
+        for fmt in formats:
+            corpora[fmt] = make_corpus(workdir, size, fmt, args.seed)
+        poll = 1.0
+        cold_points: dict[str, dict] = {}
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for fmt in formats:
+                needed = {"cold", "refresh"} | ({"rpc", "client", "airflow"}
+                                                if fmt == "python" else set())
+                if not needed & set(sections):
+                    continue
+                corpus, manifest = corpora[fmt]
+                log(f"starting the server on the {fmt} corpus")
+                server, cold = cold_start(workdir, corpus, f"{fmt}-{size}", server_cpus, poll)
+                servers[fmt] = server
+                cold["workflows"], cold["jobs"] = manifest["workflows"], manifest["jobs_served"]
+                if cold["broken"] or cold["workflow_count"] != manifest["workflows"]:
+                    raise RuntimeError(f"the server loaded {cold['workflow_count']} workflows, "
+                                       f"{cold['broken']} broken; see {server.log_path}")
+                cold_points[fmt] = cold
+                if "cold" in sections:
+                    base = baseline_import(corpus, manifest, server_cpus)
+                    record_cold(results, fmt, size, cold, base)
+                    section = data["sections"].setdefault("cold", {"stages": {}})
+                    section[fmt] = {"server": cold, "baseline": base}
+                    if fmt in args.stages.split(","):
+                        log(f"timing the load stages ({fmt})")
+                        section["stages"][fmt] = stages(corpus, server_cpus)
+                if "refresh" not in sections and not (fmt == "python" and
+                                                      {"rpc", "client", "airflow"} & set(sections)):
+                    servers.pop(fmt).stop()
+            if "refresh" in sections and servers:
+                run_refresh(results, data, servers, corpora, cold_points, edits, args.seed, poll,
+                            cpus)
+            for fmt in [f for f in servers if f != "python"]:
+                servers.pop(fmt).stop()
+            server = servers.get("python")
+            if server is not None:
+                manifest = corpora["python"][1]
+                if "rpc" in sections:
+                    log("rpc: real server vs floor")
+                    data["sections"]["rpc"] = rpc(results, workdir, server, manifest, cpus,
+                                                  args.quick)
+                if "client" in sections:
+                    log("client")
+                    data["sections"]["client"] = client_bench(results, server, manifest,
+                                                              args.quick)
+                if "airflow" in sections:
+                    log(f"airflow DagBag under {airflow_python}")
+                    data["sections"]["airflow"] = airflow_bench(
+                        results, workdir, server, manifest, airflow_python, client_cpus)
+        finally:
+            for server in servers.values():
+                server.stop()
+        if "scale" in sections:
+            points = []
+            for n in scale_sizes:
+                if n == size and "python" in cold_points:
+                    point = dict(cold_points["python"])
+                else:
+                    corpus, manifest = make_corpus(workdir, n, "python", args.seed)
+                    log(f"scale: cold load of {n} workflows")
+                    server, point = cold_start(workdir, corpus, f"python-{n}", server_cpus, poll)
+                    server.stop()
+                    point["workflows"], point["jobs"] = manifest["workflows"], \
+                        manifest["jobs_served"]
+                    if point["broken"] or point["workflow_count"] != n:
+                        results.note("scale", f"{n} workflows: the server loaded "
+                                     f"{point['workflow_count']}, {point['broken']} broken")
+                    shutil.rmtree(corpus, ignore_errors=True)
+                points.append({k: point[k] for k in ("workflows", "jobs", "wall",
+                                                     "peak_tree_rss", "steady_rss",
+                                                     "load_duration")})
+            section = {"points": points}
+            if len(points) >= 2:
+                section["growth"] = growth(points)
+                g = section["growth"]
+                results.figure("scale", "wall.per_workflow", "cold load growth per workflow",
+                               g["wall"]["per_workflow"] * 1e3, "ms")
+                results.figure("scale", "peak_rss.per_workflow", "peak RSS growth per workflow",
+                               g["peak_tree_rss"]["per_workflow"] / 1024, "KB")
+                results.figure("scale", "steady_rss.per_workflow",
+                               "serving RSS growth per workflow",
+                               g["steady_rss"]["per_workflow"] / 1024, "KB")
+            data["sections"]["scale"] = section
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    commit, dirty = git_state()
+    import google.protobuf
+
+    cpu_text = (f"server and its workers on CPU {sorted(server_cpus)}, load generators and "
+                f"this process on CPUs {sorted(client_cpus)}" if server_cpus else
+                "not pinned (fewer than 2 CPUs)")
+    corpus_text = ", ".join(
+        f"{m['format']}: {m['workflows']:,} workflows, {m['jobs']:,} jobs "
+        f"({m['jobs_served']:,} served), {m['min_jobs']}-{m['max_jobs']} jobs per workflow"
+        + (f", {m['modules']} modules" if m["modules"] else "")
+        for _, m in corpora.values())
+    data["meta"] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
+                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "python": platform.python_version(), "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__, "commit": commit, "dirty": dirty,
+        "quick": args.quick, "duration_s": time.monotonic() - began,
+        "corpus": corpus_text, "cpus": cpu_text, "sections": sections,
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:]),
+        "corpus_manifests": {f: {k: v for k, v in m.items() if k != "edit_files"}
+                             for f, (_, m) in corpora.items()},
+    }
+    data["meta"]["loadavg"] = load.stop()
+    if merged is not None:
+        data["figures"], data["notes"] = results.figures, results.notes
+        data = merge_results(merged, data, sections)
+        results.figures, results.notes = data["figures"], data["notes"]
+    else:
+        data["figures"] = results.figures
+        data["notes"] = results.notes
+    Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    write_report(Path(args.md), data, results)
+    log(f"wrote {args.md} and {args.json} in {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
