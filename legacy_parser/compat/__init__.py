@@ -9,11 +9,13 @@ only inside sandbox workers, so the shims never appear in the server's
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.abc
 import importlib.machinery
 import os
 import sys
+import types
 from pathlib import Path
 
 SHIM_ROOT = str(Path(__file__).resolve().parent)
@@ -45,4 +47,24 @@ def definition_site() -> tuple[str, int]:
         frame = frame.f_back
     if frame is None:
         return "", 0
-    return frame.f_code.co_filename, frame.f_lineno
+    return frame.f_code.co_filename, _line_of(frame)
+
+
+# code object -> (instruction offsets where a line range starts, the lines)
+_LINE_TABLES: dict[types.CodeType, tuple[list[int], list[int | None]]] = {}
+
+
+def _line_of(frame: types.FrameType) -> int:
+    """``frame.f_lineno``, without its cost: Python 3.11 scans the whole line table on each
+    access, and a team's module is often one huge literal building thousands of configs."""
+    code = frame.f_code
+    table = _LINE_TABLES.get(code)
+    if table is None:
+        starts, lines = [], []
+        for start, _end, line in code.co_lines():
+            starts.append(start)
+            lines.append(line)
+        table = _LINE_TABLES[code] = (starts, lines)
+    index = bisect.bisect_right(table[0], frame.f_lasti) - 1
+    line = table[1][index] if index >= 0 else None
+    return line if line is not None else frame.f_lineno
