@@ -51,7 +51,9 @@ class TreeReader:
 
     def listing(self, folder: str) -> list[str]:
         names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
-        digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+        # surrogateescape: a name that is not UTF-8 comes back from listdir with lone
+        # surrogates; it must be reported as that workflow's error, not crash the parse.
+        digest = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
         self.files.append(SourceFile(self.locator.relative(folder) + os.sep, digest))
         return names
 
@@ -137,13 +139,13 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
 
 
 def _changed_workflows(workflows_dir: str, changed: frozenset[str]) -> set[str] | None:
-    """The workflow folders the changed files lie in; None when one lies elsewhere (the
-    folder listing itself, a template module)."""
+    """The workflow folders the changed files (or listings) lie in; None when one lies
+    elsewhere (the list of workflows itself, a template module)."""
     found = set()
     prefix = workflows_dir.rstrip(os.sep) + os.sep
     for path in changed:
-        name, sep, rest = path.removeprefix(prefix).partition(os.sep)
-        if not path.startswith(prefix) or not sep or not rest:
+        name = path.removeprefix(prefix).split(os.sep)[0]
+        if not path.startswith(prefix) or not name:
             return None
         found.add(name)
     return found

@@ -51,13 +51,18 @@ class Sandbox:
         self._closed = False
 
     def parse(self, cluster: str, repo_root: str, parser: str,
-              parser_params: dict[str, Any], default_email: str = "") -> ParseResult:
+              parser_params: dict[str, Any], default_email: str = "",
+              changed: tuple[str, ...] = (), pycache_dir: str = "") -> ParseResult:
+        """Parse a cluster in a fresh worker; see ``cluster.parse_here`` for ``changed``
+        (a partial parse) and ``pycache_dir``."""
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
             "parser": parser,
             "parser_params": parser_params,
             "default_email": default_email,
+            "changed": list(changed),
+            "pycache_dir": pycache_dir,
             "memory_bytes": self.limits.memory_bytes,
             "cpu_seconds": int(self.limits.timeout_seconds) + 1,
         }, default=str).encode()
@@ -79,12 +84,18 @@ class Sandbox:
             with self._lock:
                 if self._closed:
                     raise SandboxClosed("the sandbox is shut down")
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "legacy_parser.worker"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                    cwd=repo_root if os.path.isdir(repo_root) else None,
-                    env=env, start_new_session=True,
-                )
+                try:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "legacy_parser.worker"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                        cwd=repo_root if os.path.isdir(repo_root) else None,
+                        env=env, start_new_session=True,
+                    )
+                except OSError as error:  # fork failed (EAGAIN, ENOMEM), or the repo
+                    # folder vanished between the check and the chdir
+                    return WorkflowError(
+                        ErrorKind.WORKER_CRASHED,
+                        f"cannot start a parse worker: {error.strerror or error}", cluster)
                 self._running.add(process)
             try:
                 output, _ = process.communicate(request, timeout=self.limits.timeout_seconds)
@@ -115,7 +126,9 @@ class Sandbox:
                 _crash_message(returncode, self.limits) + _last_line(stderr_tail), cluster)
         try:
             return from_plain(ParseResult, json.loads(output)["result"])
-        except (ValueError, KeyError, TypeError) as error:
+        # RecursionError: JSON nested deeper than the parser's stack (definition code can
+        # write to the result pipe).
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             return WorkflowError(ErrorKind.WORKER_CRASHED,
                                  f"the worker returned a malformed result: {error}", cluster)
 

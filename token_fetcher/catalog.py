@@ -10,6 +10,7 @@ happens here, in background threads and sandbox workers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
@@ -135,6 +136,17 @@ class FileWatch:
         self._expected = expected
         self._stats = {}
 
+    def update(self, parsed: Mapping[str, str], changed: Iterable[str]) -> None:
+        """After a partial parse: expect what it saw, and the changed files it did not read
+        (a deleted file, say) as they are now; keep the rest."""
+        for path in changed:
+            if path not in parsed:
+                self._expected[path] = _current_digest(path)
+                self._stats.pop(path, None)
+        for path, digest in parsed.items():
+            self._expected[path] = digest
+            self._stats.pop(path, None)
+
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
         changed = []
@@ -172,7 +184,9 @@ def _current_digest(path: str) -> str | None:
             import hashlib
 
             names = sorted(n for n in os.listdir(path) if not n.startswith("."))
-            return hashlib.sha256("\n".join(names).encode()).hexdigest()
+            # surrogateescape: a name that is not UTF-8 must not stop the watch.
+            return hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")
+                                  ).hexdigest()
         return file_digest(path)
     except OSError:
         return None
@@ -207,6 +221,8 @@ class Catalog:
     def start(self) -> None:
         """Begin the first load of every cluster, then poll for changes."""
         futures = [self._loader.submit(self._load, name) for name in self.config.clusters]
+        for future in futures:
+            future.add_done_callback(_log_failure)
 
         def first_load_then_poll() -> None:
             for future in futures:
@@ -310,48 +326,65 @@ class Catalog:
                 if changed:
                     log.info("cluster %s: %s changed; re-parsing", name, changed[0])
                     try:
-                        self._loader.submit(self._load, name, time.monotonic())
+                        future = self._loader.submit(self._load, name, time.monotonic(),
+                                                     tuple(changed))
                     except RuntimeError:  # stop() shut the loader down meanwhile
                         return
+                    future.add_done_callback(_log_failure)
 
-    def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
+    def _load(self, name: str, change_seen_at: float | None = None,
+              changed: tuple[str, ...] = ()) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
         with self._cluster_locks[name]:
             if self._stop.is_set():
                 return None
             wall_started = time.time()
-            extra_watch = []
+            previous = self._snapshots[name]
+            extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
+            scope = _partial_scope(cluster, previous, changed)
             try:
-                if cluster.pinball_config:
-                    extra_watch.append(cluster.pinball_config)
                 setup = cluster.parser_setup()
-                result = self.sandbox.parse(name, cluster.repo, setup.parser,
-                                            setup.parser_params, setup.default_email)
+                result = self._parse(cluster, setup, scope)
+                if result.partial and not _partial_fits(previous, result):
+                    result = self._parse(cluster, setup, ())
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
             except SandboxClosed:
                 return None
-            previous = self._snapshots[name]
-            snapshot, changes = self._merge(previous, result, wall_started)
-            good = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
-            self.history.save(name, list(good.items()))
+            result, versions = _servable(result)
+            snapshot, changes = self._merge(previous, result, wall_started, versions)
+            new_versions = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
             with self._versions_lock:
                 for entry in snapshot.entries.values():
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             self._snapshots[name] = snapshot
-            self._reset_watch(cluster, result, extra_watch)
-            self.metrics.record_load(snapshot, result, self.history.error)
+            self._reset_watch(cluster, result, extra_watch, changed)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
+            self.metrics.record_load(snapshot, result)
         self._publish(changes)
+        # After the swap: the history serves only pinned past versions (current ones are
+        # in memory), so serving and watchers need not wait for the database.
+        self.history.save(name, list(new_versions.items()))
+        self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
 
+    def _parse(self, cluster: ClusterConfig, setup, scope: tuple[str, ...]) -> model.ParseResult:
+        pycache = os.path.join(self.config.state_dir, "pycache", cluster.name)
+        return self.sandbox.parse(cluster.name, cluster.repo, setup.parser, setup.parser_params,
+                                  setup.default_email, changed=scope, pycache_dir=pycache)
+
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
-                     extra: list[str]) -> None:
+                     extra: list[str], changed: tuple[str, ...]) -> None:
         root = cluster.repo
         parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
+        if result.partial and not result.errors:
+            # The files of the workflows not re-read are still what the last parse saw.
+            self._watches[cluster.name].update(parsed, changed)
+            self._last_good_files[cluster.name].update(parsed)
+            return
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         # Files of the last good parse are watched too: a broken parse may have read
@@ -367,12 +400,17 @@ class Catalog:
         self._watches[cluster.name].reset(parsed, also)
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
-               wall_started: float) -> tuple[ClusterSnapshot, list[Change]]:
+               wall_started: float, versions: Mapping[str, Version] | None = None,
+               ) -> tuple[ClusterSnapshot, list[Change]]:
         name = previous.name
         entries: dict[str, Entry] = {}
+        if result.partial:
+            rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
+            entries = {workflow: previous.entries[workflow] for workflow in result.names
+                       if workflow not in rebuilt and workflow in previous.entries}
         for workflow in result.workflows:
             old = previous.entries.get(workflow.name)
-            version = _version(workflow)
+            version = versions[workflow.name] if versions else _version(workflow)
             if old is not None and old.version is not None and \
                     old.version.fingerprint == version.fingerprint and old.status is Status.OK:
                 entries[workflow.name] = old  # unchanged: keep its ready-made answers
@@ -406,14 +444,42 @@ class Catalog:
             entries=entries,
             names=tuple(sorted(entries)),
             cluster_errors=tuple(cluster_errors),
-            errors=result.errors,
+            # The cluster's errors and those of every workflow (stale entries carry the
+            # cluster's errors too: listed once).
+            errors=tuple(dict.fromkeys([*cluster_errors, *(
+                error for workflow in sorted(entries) for error in entries[workflow].errors)])),
             loaded_at=wall_started,
             load_duration=result.duration_seconds,
-            last_success=wall_started if not result.errors else previous.last_success,
-            files_watched=len(result.files),
+            last_success=(wall_started if not any(e.errors for e in entries.values())
+                          and not cluster_errors else previous.last_success),
+            files_watched=len(result.files) if not result.partial else previous.files_watched,
             job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
         )
         return snapshot, _changes(previous, snapshot, wall_started)
+
+
+def _partial_scope(cluster: ClusterConfig, previous: ClusterSnapshot,
+                   changed: tuple[str, ...]) -> tuple[str, ...]:
+    """The changed files, repo-relative, when a partial parse may do; else () for a full one
+    (the first load, a changed Pinball YAML, a file outside the repo, a broken cluster)."""
+    root = cluster.repo.rstrip(os.sep) + os.sep
+    if not changed or previous.state is not LoadState.READY or previous.cluster_errors:
+        return ()
+    if any(not path.startswith(root) for path in changed):
+        return ()
+    return tuple(sorted(path[len(root):] for path in changed))
+
+
+def _partial_fits(previous: ClusterSnapshot, result: model.ParseResult) -> bool:
+    """Whether the workflows a partial parse did not rebuild are all known already."""
+    rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
+    return all(name in rebuilt or name in previous.entries for name in result.names)
+
+
+def _log_failure(future) -> None:
+    """Background loads have no caller to raise to: say when one fails unexpectedly."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a background load failed", exc_info=future.exception())
 
 
 def _format(cluster: ClusterConfig) -> int:
@@ -427,6 +493,46 @@ def _format(cluster: ClusterConfig) -> int:
 def _version(workflow: model.Workflow) -> Version:
     spec = convert.workflow_spec(workflow)
     return Version(workflow, convert.fingerprint(spec), spec)
+
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8: lone surrogates (say, from an undecodable file name) are
+    escaped, since protobuf refuses them when a message is built."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _servable(result: model.ParseResult) -> tuple[model.ParseResult, dict[str, Version]]:
+    """The parse with every workflow built into its spec, and the versions by name.
+
+    A workflow that the contract cannot carry (a number outside its int32 or int64 field,
+    text that is not UTF-8) becomes an error of that workflow, so that one bad value
+    never stops the whole cluster's load.
+    """
+    versions: dict[str, Version] = {}
+    problems: list[model.WorkflowError] = []
+    for workflow in result.workflows:
+        try:
+            versions[workflow.name] = _version(workflow)
+        except ValueError as error:  # out of range; UnicodeEncodeError
+            problems.append(model.WorkflowError(
+                model.ErrorKind.INVALID_DEFINITION,
+                f"workflow {_text(workflow.name)!r} has a value the service cannot carry "
+                f"({_text(str(error))}): numbers must fit the contract's int32 and int64 "
+                "fields and text must be valid UTF-8",
+                result.cluster, _text(workflow.name), file=_text(workflow.file),
+                line=workflow.line))
+    errors = tuple(dataclasses.replace(
+        error, message=_text(error.message), cluster=_text(error.cluster),
+        workflow=_text(error.workflow), job=_text(error.job), file=_text(error.file))
+        for error in result.errors) + tuple(problems)
+    if not problems and errors == result.errors:
+        return result, versions
+    workflows = tuple(w for w in result.workflows if w.name in versions)
+    return dataclasses.replace(result, workflows=workflows, errors=errors), versions
 
 
 def _failed_entry(previous: ClusterSnapshot, name: str,

@@ -28,6 +28,9 @@ class ServerMetrics:
         self.parse_duration = Histogram("token_fetcher_parse_duration_seconds",
                                         "Time to parse a cluster in the sandbox", ["cluster"],
                                         buckets=_LOAD_BUCKETS, registry=r)
+        self.parses = Counter("token_fetcher_parses_total",
+                              "Cluster parses: full, or partial (only the workflows defined in "
+                              "the changed files)", ["cluster", "scope"], registry=r)
         self.parse_errors = Counter("token_fetcher_parse_errors_total",
                                     "Errors found by parses, by kind", ["cluster", "kind"],
                                     registry=r)
@@ -48,12 +51,12 @@ class ServerMetrics:
                                          registry=r)
         self.state_store_healthy.set(1)
 
-    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult,
-                    history_error: str) -> None:
+    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult) -> None:
         from token_fetcher.catalog import Status
 
         name = snapshot.name
         self.parse_duration.labels(name).observe(result.duration_seconds)
+        self.parses.labels(name, "partial" if result.partial else "full").inc()
         for error in result.errors:
             self.parse_errors.labels(name, error.kind.value).inc()
         for status in Status:
@@ -63,4 +66,3 @@ class ServerMetrics:
         self.snapshot_bytes.labels(name).set(sum(
             entry.version.spec.ByteSize() for entry in snapshot.entries.values()
             if entry.version is not None))
-        self.state_store_healthy.set(0 if history_error else 1)

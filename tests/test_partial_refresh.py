@@ -1,0 +1,111 @@
+"""Partial refreshes: an edit re-reads only the workflows defined in the changed files, and
+the merged snapshot is exactly what a full parse of the edited repo serves."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import example_clusters, wait_for
+from tests.test_server_ops import metric, replace_file, scrape
+from token_fetcher._proto import token_fetcher_pb2 as pb
+
+PY, JS = "example_python", "example_json"
+
+
+def fingerprints(stub, cluster: str) -> dict[str, tuple[str, int]]:
+    listing = stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster))
+    return {w.name: (w.fingerprint, w.status) for w in listing.workflows}
+
+
+def parses(server, cluster: str, scope: str) -> float:
+    return metric(scrape(server), "token_fetcher_parses_total", 0.0, cluster=cluster,
+                  scope=scope)
+
+
+@pytest.fixture
+def repos(example_copy) -> tuple[Path, Path]:
+    return example_copy("python_repo"), example_copy("json_repo")
+
+
+def edit_and_wait(server, stub, watch_events, cluster: str, edit) -> list:
+    """Apply ``edit`` and return the watch events of the re-parse it causes."""
+    watch = watch_events(stub, cluster)
+    watch.subscribed()
+    loads = sum(parses(server, cluster, scope) for scope in ("full", "partial"))
+    edit()
+    first = watch.take(lambda event: event.type != pb.WorkflowEvent.TYPE_SUBSCRIBED)
+    wait_for(lambda: sum(parses(server, cluster, s) for s in ("full", "partial")) > loads,
+             message="the re-parse to be counted")
+    return first
+
+
+def same_as_a_full_parse(start_server, stub_for, tmp_path, repos, cluster, served) -> None:
+    fresh = start_server(clusters=example_clusters(*repos), state_dir=tmp_path / "fresh")
+    assert fingerprints(stub_for(fresh), cluster) == served
+
+
+def test_editing_one_python_module_rebuilds_only_its_workflows(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    before = fingerprints(stub, PY)
+    module = repos[0] / "example_workflows" / "maintenance.py"
+    [event] = edit_and_wait(server, stub, watch_events, PY,
+                            lambda: replace_file(module, "'echo backup done'",
+                                                 "'echo backup finished'"))
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "db_backup")
+    assert parses(server, PY, "partial") == 1
+    after = fingerprints(stub, PY)
+    assert {n for n in after if after[n] != before[n]} == {"db_backup"}
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, after)
+
+
+def test_editing_a_shared_module_reparses_everything(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    templates = repos[0] / "example_workflows" / "templates.py"
+    text = templates.read_text()
+    assert text.count("Platform.EMR") >= 1
+    events = edit_and_wait(server, stub, watch_events, PY, lambda: (
+        templates.write_text(text.replace("Platform.EMR", "Platform.QUBOLE"))))
+    assert events and events[0].type == pb.WorkflowEvent.TYPE_CHANGED
+    assert parses(server, PY, "full") == 2 and parses(server, PY, "partial") == 0
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, fingerprints(stub, PY))
+
+
+def test_editing_and_deleting_json_job_files_rebuilds_only_their_workflow(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    before = fingerprints(stub, JS)
+    workflows = repos[1] / "repo" / "workflow"
+    job = workflows / "json_heartbeat" / "job" / "heartbeat"
+
+    def bump_attempts() -> None:
+        config = json.loads(job.read_text())
+        config["max_attempts"] = config["max_attempts"] + 1
+        temp = job.with_name(".heartbeat.tmp")
+        temp.write_text(json.dumps(config))
+        os.replace(temp, job)
+
+    [event] = edit_and_wait(server, stub, watch_events, JS, bump_attempts)
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "json_heartbeat")
+    [event] = edit_and_wait(server, stub, watch_events, JS,
+                            lambda: (workflows / "json_table_sync/job/SyncAuditJob").unlink())
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "json_table_sync")
+    assert parses(server, JS, "partial") == 2
+    after = fingerprints(stub, JS)
+    assert {n for n in after if after[n] != before[n]} == {"json_heartbeat", "json_table_sync"}
+    spec = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster=JS,
+                                                          workflow="json_table_sync")).spec
+    assert [job.name for job in spec.jobs] == ["sync_tables"]
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, JS, after)
+    # The deleted file is no longer expected: the watch settles instead of re-parsing.
+    settled = parses(server, JS, "partial") + parses(server, JS, "full")
+    edit_and_wait(server, stub, watch_events, JS, bump_attempts)
+    assert parses(server, JS, "partial") + parses(server, JS, "full") == settled + 1
