@@ -522,6 +522,21 @@ def test_retries_unavailable_and_deadline_exceeded(
     assert sample(client, "token_fetcher_client_retries_total", method="GetWorkflowSpec") == 2
 
 
+def test_a_server_side_cancelled_is_retried_then_served_stale(
+    client: TokenFetcherClient, fake: FakeTokenFetcher, clock: FakeClock
+) -> None:
+    """A server shutting down cancels a call that reaches it in that instant
+    (grpc/grpc#41785); this client never cancels its unary calls, so CANCELLED means
+    "unreachable", like UNAVAILABLE."""
+    fake.failures["GetWorkflowSpec"] = [grpc.StatusCode.CANCELLED]
+    fresh = client.get_spec(CLUSTER, "alpha")
+    assert fake.count("GetWorkflowSpec") == 2
+    clock.advance(11)
+    fake.failures["GetWorkflowSpec"] = [grpc.StatusCode.CANCELLED] * 3  # retries=2
+    stale = client.get_spec(CLUSTER, "alpha")
+    assert stale.stale and stale.fingerprint == fresh.fingerprint
+
+
 def test_gives_up_after_the_retries(
     make_client: Callable[..., TokenFetcherClient], fake: FakeTokenFetcher
 ) -> None:

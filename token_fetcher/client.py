@@ -1,7 +1,7 @@
 """TokenFetcherClient: the scheduler's side of the token fetcher.
 
 One gRPC channel per client, a deadline on every unary call, retries with backoff
-and jitter for UNAVAILABLE and DEADLINE_EXCEEDED only, and a cache of workflow specs
+and jitter for UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED only, and a cache of workflow specs
 keyed by (cluster, workflow):
 
 - a fresh entry (confirmed less than ``cache_ttl`` seconds ago) answers without an RPC;
@@ -63,7 +63,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED too: this client never cancels a unary call, so CANCELLED comes from the server
+# side, typically a server shutting down as the call reached it (grpc/grpc#41785).
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.CANCELLED})
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # A sidecar answers in about half a millisecond; the default buckets start at 5 ms.
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -105,8 +108,8 @@ class InvalidArgument(TokenFetcherError):
 
 
 class Unavailable(TokenFetcherError):
-    """UNAVAILABLE or DEADLINE_EXCEEDED after the retries: the server is unreachable,
-    overloaded, or the cluster is still loading."""
+    """UNAVAILABLE, DEADLINE_EXCEEDED or (server-side) CANCELLED after the retries: the
+    server is unreachable, overloaded, shutting down, or the cluster is still loading."""
 
 
 class ContractError(TokenFetcherError):
@@ -120,6 +123,7 @@ _ERROR_CLASSES: dict[grpc.StatusCode, type[TokenFetcherError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.CANCELLED: Unavailable,
 }
 
 
@@ -314,7 +318,7 @@ class _Metrics:
         )
         self.retries = Counter(
             "token_fetcher_client_retries",
-            "RPC attempts repeated after UNAVAILABLE or DEADLINE_EXCEEDED.",
+            "RPC attempts repeated after UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED.",
             ["method"],
             registry=registry,
         )
@@ -339,7 +343,7 @@ class TokenFetcherClient:
     """A thread-safe client for the TokenFetcher service; share one per process.
 
     ``timeout`` is the deadline of each RPC attempt in seconds; ``retries`` the number
-    of extra attempts after UNAVAILABLE or DEADLINE_EXCEEDED, spaced by exponential
+    of extra attempts after UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED, spaced by exponential
     backoff (``backoff_base`` doubling up to ``backoff_max``) with jitter. ``cache_ttl``
     and ``max_stale`` are seconds measured on ``clock``. ``credentials`` makes the
     channel secure. Metrics go to ``registry`` (by default a private one).
@@ -381,6 +385,7 @@ class TokenFetcherClient:
         # A batch answer holds whole specs (up to ~30 KB each): 500 of them stay well
         # inside the message size limit, where the server's own cap (10,000) may not.
         self.batch_size = batch_size
+        self.max_message_bytes = max_message_bytes
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._backoff_base = backoff_base
@@ -868,7 +873,11 @@ class TokenFetcherClient:
                     if not self._closed.wait(self._backoff(attempt)):
                         attempt += 1
                         continue
-                raise error_for(code, exc.details() or "") from None
+                details = exc.details() or ""
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+                    details += (f" (max_message_bytes is {self.max_message_bytes} on this "
+                                "client; the server has a limit of its own)")
+                raise error_for(code, details) from None
             self._metrics.duration.labels(method).observe(time.perf_counter() - started)
             self._metrics.calls.labels(method, "OK").inc()
             return response

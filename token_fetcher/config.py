@@ -141,9 +141,11 @@ def _address(reader: _Reader, key: str, default: str, optional: bool = False) ->
 def load_config(path: str | os.PathLike) -> ServerConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:  # a ValueError, not a YAMLError: e.g. half-written
+        raise ConfigError(f"{path}: not UTF-8 text: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {error}") from None
     return parse_config(data, path.resolve().parent, str(path))
@@ -232,6 +234,8 @@ def read_pinball_config(path: str) -> ParserSetup:
             data = yaml.safe_load(handle)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:  # a ValueError, not a YAMLError: e.g. half-written
+        raise ConfigError(f"{path}: not UTF-8 text: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):

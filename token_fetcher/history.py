@@ -33,9 +33,10 @@ class VersionHistory:
         self.error = ""
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self.path = os.path.join(state_dir, "versions.sqlite3")
         try:
             os.makedirs(state_dir, exist_ok=True)
-            self._db = sqlite3.connect(os.path.join(state_dir, "versions.sqlite3"),
+            self._db = sqlite3.connect(self.path,
                                        check_same_thread=False, isolation_level=None)
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
@@ -67,7 +68,7 @@ class VersionHistory:
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                self._fail(f"cannot save versions: {error}")
+                self._fail(f"cannot save versions to {self.path}: {error}")
 
     def load(self, cluster: str, fingerprint: str) -> Workflow | None:
         if self._db is None:
@@ -78,7 +79,7 @@ class VersionHistory:
                     "SELECT definition FROM versions WHERE fingerprint = ? AND cluster = ?",
                     (fingerprint, cluster)).fetchone()
             except sqlite3.Error as error:
-                self._fail(f"cannot read versions: {error}")
+                self._fail(f"cannot read versions from {self.path}: {error}")
                 return None
         if row is None:
             return None

@@ -29,6 +29,10 @@ from token_fetcher.service import Failure, TokenFetcherService
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TokenFetcher"]
+# Before gRPC shuts down (see Admission): no call refused for this long...
+_SETTLE_QUIET_SECONDS = 0.1
+# ...but no longer than this; calls still in flight then get the rest of the grace.
+_SETTLE_MAX_SECONDS = 1.0
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
@@ -36,14 +40,92 @@ def _serialize(response) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message, so that the handler
+    answers INVALID_ARGUMENT (grpc itself would answer INTERNAL)."""
+
+    __slots__ = ("type_name", "error")
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _deserializer(request_class):
+    def deserialize(data: bytes):
+        try:
+            return request_class.FromString(data)
+        except Exception as error:  # noqa: BLE001 - protobuf's DecodeError; its module varies
+            return _Undecodable(request_class.DESCRIPTOR.full_name, error)
+
+    return deserialize
+
+
+def _check_decoded(request) -> None:
+    if isinstance(request, _Undecodable):
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the request is not a valid {request.type_name} message: {request.error}")
+
+
+class Admission:
+    """Admits calls until the drain begins, then refuses them with UNAVAILABLE.
+
+    gRPC's own shutdown cancels a call that reaches the server in the instant it shuts down
+    (CANCELLED, which clients do not retry: grpc/grpc#41785). Refusing new calls here first,
+    and shutting gRPC down only once nothing is in flight and no call has come for a moment,
+    gives callers UNAVAILABLE instead.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = True
+        self._active = 0
+        self._last_refused = float("-inf")
+
+    def enter(self) -> bool:
+        with self._changed:
+            if not self._open:
+                self._last_refused = time.monotonic()
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._active -= 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._open = False
+
+    def settle(self, quiet: float, until: float) -> None:
+        """Wait until no call is in flight and none was refused for ``quiet`` seconds, or
+        until the monotonic time ``until``."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                calm = now - self._last_refused
+                if now >= until or (self._active == 0 and calm >= quiet):
+                    return
+                self._changed.wait(min(until - now, max(quiet - calm, 0.01)))
+
+
+def _refuse() -> Failure:
+    return Failure(grpc.StatusCode.UNAVAILABLE,
+                   "the server is shutting down; retry (it, or its replacement, will answer)")
+
+
 class _Instrumented:
     """Times and counts one method, and turns failures into status codes."""
 
-    def __init__(self, name: str, behaviour, metrics: ServerMetrics) -> None:
+    def __init__(self, name: str, behaviour, metrics: ServerMetrics,
+                 admission: Admission | None = None) -> None:
         self.name = name
         self.behaviour = behaviour
         self.metrics = metrics
         self.duration = metrics.rpc_duration.labels(name)
+        self.admission = admission or Admission()
 
     def _abort(self, context, error: Exception) -> str:
         if isinstance(error, Failure):
@@ -61,37 +143,51 @@ class _Instrumented:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         code = "OK"
+        admitted = self.admission.enter()
         try:
+            if not admitted:
+                raise _refuse()
+            _check_decoded(request)
             return self.behaviour(request, context)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status code
             code = error.code.name if isinstance(error, Failure) else "INTERNAL"
             self._abort(context, error)
         finally:
+            if admitted:
+                self.admission.leave()
             self._finish(started, code)
 
     def stream(self, request, context):
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         code = "OK"
+        admitted = self.admission.enter()
         try:
+            if not admitted:
+                raise _refuse()
+            _check_decoded(request)
             yield from self.behaviour(request, context)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status code
             code = error.code.name if isinstance(error, Failure) else "INTERNAL"
             self._abort(context, error)
         finally:
+            if admitted:
+                self.admission.leave()
             self._finish(started, code)
 
 
-def service_handler(service: TokenFetcherService, metrics: ServerMetrics):
+def service_handler(service: TokenFetcherService, metrics: ServerMetrics,
+                    admission: Admission | None = None):
     handlers = {}
+    admission = admission or Admission()
     for method in SERVICE.methods:
-        wrapped = _Instrumented(method.name, getattr(service, method.name), metrics)
+        wrapped = _Instrumented(method.name, getattr(service, method.name), metrics, admission)
         request_class = getattr(pb, method.input_type.name)
         make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
                 else grpc.unary_unary_rpc_method_handler)
         handlers[method.name] = make(
             wrapped.stream if method.server_streaming else wrapped.unary,
-            request_deserializer=request_class.FromString, response_serializer=_serialize)
+            request_deserializer=_deserializer(request_class), response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
 
 
@@ -153,7 +249,9 @@ class TokenFetcherServer:
             options=[("grpc.max_send_message_length", config.max_message_bytes),
                      ("grpc.max_receive_message_length", config.max_message_bytes),
                      ("grpc.so_reuseport", 0)])
-        self._server.add_generic_rpc_handlers((service_handler(self.service, self.metrics),))
+        self.admission = Admission()
+        self._server.add_generic_rpc_handlers(
+            (service_handler(self.service, self.metrics, self.admission),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if config.reflection_enabled:
             _reflection(self._server, [SERVICE.full_name, health.SERVICE_NAME,
@@ -229,8 +327,13 @@ class TokenFetcherServer:
         # Probes need a moment to see NOT_SERVING before calls start being refused.
         time.sleep(self.shutdown_notice_seconds)
         grace = self.config.shutdown_grace_seconds if grace is None else grace
-        done = self._server.stop(grace)
+        deadline = time.monotonic() + grace
+        self.admission.close()  # new calls: UNAVAILABLE
         self.catalog.stop()  # ends watch streams and sandbox workers
+        # Calls in flight finish, and callers hear UNAVAILABLE, before gRPC shuts down.
+        self.admission.settle(_SETTLE_QUIET_SECONDS,
+                              min(deadline, time.monotonic() + _SETTLE_MAX_SECONDS))
+        done = self._server.stop(max(0.0, deadline - time.monotonic()))
         done.wait()
         # Only now: calls in flight until here may read pinned versions from the history.
         self.catalog.close()

@@ -26,6 +26,9 @@ MAX_NAME_LENGTH = 512
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 10000
+# Far longer than the token of any name a request may carry (512 characters): a longer
+# one was not issued by this server, and is refused before it is decoded.
+MAX_PAGE_TOKEN_LENGTH = 16384
 # Run times the job runner's end_date can express (years 1 to 9999).
 MIN_EPOCH = -62135596800 + 86400
 MAX_EPOCH = 253402300799
@@ -75,6 +78,9 @@ def _page_token(name: str) -> str:
 def _after_token(token: str) -> str:
     # b64decode drops characters outside the alphabet, so "!!!!" would decode to "" and
     # silently restart the listing: accept only what _page_token gives back exactly.
+    if len(token) > MAX_PAGE_TOKEN_LENGTH:
+        raise _invalid(f"page_token {token[:40]!r}... ({len(token)} characters) is not one "
+                       "this server issued")
     try:
         name = base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeError):
@@ -221,7 +227,9 @@ class TokenFetcherService:
         return data
 
     def _job_tokens(self, cluster: str, workflow: str, fingerprint: str, run_time,
-                    has_run_time: bool, jobs: list[str]) -> bytes | pb.GetJobTokensResponse:
+                    has_run_time: bool, jobs: list[str]) -> bytes:
+        """The serialized GetJobTokensResponse, from an LRU of serialized answers (a few
+        times smaller than the messages, and nothing left to serialize on a hit)."""
         version, _, status = self._resolve(cluster, workflow, fingerprint)
         run_epoch = check_time(run_time, "run_time", has_run_time)
         wanted = None
@@ -242,23 +250,31 @@ class TokenFetcherService:
         response = convert.job_tokens_response(version.workflow, version.fingerprint, run_epoch,
                                                wanted)
         response.status = status.value
+        data = response.SerializeToString()
         with self._tokens_lock:
-            self._tokens[key] = response
-        return response
+            self._tokens[key] = data
+        return data
 
-    def GetJobTokens(self, request: pb.GetJobTokensRequest, context):
-        response = self._job_tokens(request.cluster, request.workflow, request.fingerprint,
-                                    request.run_time, request.HasField("run_time"),
-                                    list(request.jobs))
-        return response
+    def GetJobTokens(self, request: pb.GetJobTokensRequest, context) -> bytes:
+        return self._job_tokens(request.cluster, request.workflow, request.fingerprint,
+                                request.run_time, request.HasField("run_time"),
+                                list(request.jobs))
 
     def ParseJob(self, request: pb.ParseJobRequest, context) -> pb.ParseJobResponse:
         check_name(request.job, "job")
-        tokens = self._job_tokens(request.cluster, request.workflow, request.fingerprint,
-                                  request.run_time, request.HasField("run_time"), [request.job])
+        # The run's tokens, rendered and cached once for every job of the run: a cache entry
+        # per job would multiply the cache's memory by the job count.
+        tokens = pb.GetJobTokensResponse.FromString(self._job_tokens(
+            request.cluster, request.workflow, request.fingerprint, request.run_time,
+            request.HasField("run_time"), []))
+        token = next((t for t in tokens.jobs if t.job == request.job), None)
+        if token is None:
+            raise Failure(grpc.StatusCode.NOT_FOUND,
+                          f"no job {request.job!r} in workflow {request.workflow!r} of cluster "
+                          f"{request.cluster!r}")
         version, _, _ = self._resolve(request.cluster, request.workflow, tokens.fingerprint)
         job = version.workflow.job(request.job)
-        return pb.ParseJobResponse(fingerprint=tokens.fingerprint, token=tokens.jobs[0],
+        return pb.ParseJobResponse(fingerprint=tokens.fingerprint, token=token,
                                    spec=convert.job_spec(job), status=tokens.status)
 
     def ResolveMigration(self, request: pb.ResolveMigrationRequest,
