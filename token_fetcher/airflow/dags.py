@@ -8,6 +8,7 @@ See docs/airflow.md for the mapping, field by field.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJob
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.airflow.timetable import PinballTimetable
 
-__all__ = ["OVERRUN_POLICIES", "build_dag", "overrun_arguments"]
+__all__ = ["OVERRUN_POLICIES", "SharedArgs", "build_dag", "failure_emails", "overrun_arguments"]
 
 WORKFLOW_START = "__WORKFLOW_START__"
 # A condition polls in reschedule mode (freeing its worker slot between pokes) when
@@ -60,27 +61,82 @@ def overrun_arguments(schedule: pb.Schedule) -> tuple[dict[str, Any], dict[str, 
     return dag_args, task_args
 
 
-def failure_emails(emails: list[str]) -> dict[str, Any]:
+def failure_emails(emails: Sequence[str], shared: SharedArgs | None = None) -> dict[str, Any]:
     """Task arguments that email ``emails`` when the task fails (not on retries).
 
     Airflow 3 deprecates a task's ``email``/``email_on_failure`` for notifiers: with the
     SMTP provider (installed with apache-airflow) this is an ``SmtpNotifier`` failure
     callback, which uses the ``[email] email_conn_id`` connection; without it, the
-    deprecated arguments.
+    deprecated arguments. With ``shared`` (one per parse), every task and DAG of the
+    parse with the same addresses gets the same notifier.
     """
     if not emails:
         return {}
-    try:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-    except ImportError:
-        return {"email": emails, "email_on_failure": True, "email_on_retry": False}
-    return {"on_failure_callback": [SmtpNotifier(to=emails)]}
+    notifier = (shared or SharedArgs()).notifier(emails)
+    if notifier is None:
+        return {"email": list(emails), "email_on_failure": True, "email_on_retry": False}
+    return {"on_failure_callback": [notifier]}
 
 
-def _dag_failure_emails(emails: list[str]) -> dict[str, Any]:
+def _dag_failure_emails(emails: list[str], shared: SharedArgs) -> dict[str, Any]:
     # Pinball tells the workflow's notify_emails when a run fails.
-    callback = failure_emails(emails).get("on_failure_callback")
+    callback = failure_emails(emails, shared).get("on_failure_callback")
     return {"on_failure_callback": callback} if callback else {}
+
+
+_UNSET = object()
+
+
+def _shared_notifier_class() -> Any:
+    try:
+        from token_fetcher.airflow.notifiers import SharedSmtpNotifier
+    except ImportError:  # no SMTP provider
+        return None
+    return SharedSmtpNotifier
+
+
+class SharedArgs:
+    """What the DAGs built in one parse share: one failure notifier per distinct list
+    of addresses (building an SmtpNotifier reads Airflow's config), and the DAG
+    arguments Airflow would otherwise read from its config once per DAG."""
+
+    def __init__(self) -> None:
+        self._notifiers: dict[tuple[str, ...], Any] = {}
+        self._notifier_class: Any = _UNSET
+        self._dag_defaults: dict[str, Any] | None = None
+
+    def notifier(self, emails: Sequence[str]) -> Any:
+        """The failure notifier of ``emails``, or None without the SMTP provider."""
+        key = tuple(emails)
+        try:
+            return self._notifiers[key]
+        except KeyError:
+            pass
+        if self._notifier_class is _UNSET:
+            self._notifier_class = _shared_notifier_class()
+        cls = self._notifier_class
+        notifier = self._notifiers[key] = cls(to=list(key)) if cls is not None else None
+        return notifier
+
+    def dag_defaults(self) -> dict[str, Any]:
+        """DAG arguments whose defaults come from Airflow's config, read once: the values
+        the DAG would read itself, so a DAG is the same with or without them."""
+        if self._dag_defaults is None:
+            try:
+                from airflow.sdk.configuration import conf
+
+                self._dag_defaults = {
+                    "max_active_tasks": conf.getint("core", "max_active_tasks_per_dag"),
+                    "max_consecutive_failed_dag_runs": conf.getint(
+                        "core", "max_consecutive_failed_dag_runs_per_dag"
+                    ),
+                    "disable_bundle_versioning": conf.getboolean(
+                        "dag_processor", "disable_bundle_versioning"
+                    ),
+                }
+            except Exception:  # another Airflow: let the DAG read its own defaults
+                self._dag_defaults = {}
+        return self._dag_defaults
 
 
 def _priority_weight(score: float) -> int:
@@ -104,9 +160,11 @@ def _doc(layout: Layout, timetable: PinballTimetable) -> str:
     return "\n".join(line for line in lines if line != "") + "\n"
 
 
-def build_dag(layout: Layout, settings: Settings) -> DAG:
+def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = None) -> DAG:
     """The DAG of one migrated workflow. Raises ValueError for a layout Airflow cannot
-    take (a job name that is not a valid task id)."""
+    take (a job name that is not a valid task id). ``shared``: what the DAGs of one parse
+    share (see SharedArgs); a new one when not given."""
+    shared = shared or SharedArgs()
     spec = layout.spec
     problem = dag_id_problem(layout.dag_id)
     if problem:
@@ -144,9 +202,9 @@ def build_dag(layout: Layout, settings: Settings) -> DAG:
         ),
         doc_md=_doc(layout, timetable),
         tags=["pinball", "token-fetcher", f"cluster:{layout.cluster}"],
-        **_dag_failure_emails(list(spec.notify_emails)),
+        **_dag_failure_emails(list(spec.notify_emails), shared),
         default_args={"owner": "pinball", **task_args},
-        **dag_args,
+        **{**shared.dag_defaults(), **dag_args},
     )
     names = {job.name for job in spec.jobs}
     tasks: dict[str, Any] = {}
@@ -158,25 +216,28 @@ def build_dag(layout: Layout, settings: Settings) -> DAG:
             "workflow": layout.workflow,
             "job": job.name,
             "fingerprint": layout.fingerprint,
-            "command_segments": list(job.command.segments),
+            "command_segments": job.command.segments,  # the operator keeps a list copy
             "runner": settings.mode,
             "cwd": settings.job_cwd,
             "kubernetes": kubernetes,
             "priority_weight": _priority_weight(job.score),
             "weight_rule": "absolute",
-            **failure_emails(list(job.emails)),
+            **failure_emails(job.emails, shared),
             "doc_md": _job_doc(job),
         }
         if job.kind == pb.JOB_KIND_CONDITION:
             tasks[job.name] = _condition(job, common, settings)
         else:
             tasks[job.name] = _job(job, common, settings)
+    # Each edge once, from the child's side, one call per task (every call hashes the
+    # DAG, which lists its tasks). A job's outputs mirror its children's inputs: an
+    # output no job waits for carries no dependency in Pinball either.
     for job in spec.jobs:
-        parents = {name for name in job.inputs if name != WORKFLOW_START} | set(job.parents)
-        for parent in sorted(parents & names):
-            tasks[parent] >> tasks[job.name]
-        for child in sorted(set(job.outputs) & names):
-            tasks[job.name] >> tasks[child]
+        parents = set(job.inputs).union(job.parents)
+        parents.discard(WORKFLOW_START)
+        parents &= names
+        if parents:
+            tasks[job.name].set_upstream([tasks[parent] for parent in sorted(parents)])
     return dag
 
 

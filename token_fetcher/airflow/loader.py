@@ -22,11 +22,13 @@ something went wrong, the parse fails with every problem in the message.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import gc
 import logging
 import re
 import threading
 import warnings
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +137,30 @@ def _variable_name(dag_id: str) -> str:
     return "dag__" + re.sub(r"\W", "_", dag_id)
 
 
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the DAGs are built.
+
+    Building thousands of DAGs allocates millions of long-lived objects (every task has
+    dozens of attributes); each allocation burst triggers a collection, and the full
+    ones traverse the whole, growing heap: about 1.5 s of a 3,000-DAG parse. The build
+    makes next to no cyclic garbage, so nothing is lost by collecting once afterwards,
+    when the collector is switched back on (unless the caller had it off).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = None) -> list[Any]:
     """Build the DAGs into ``namespace`` (the loader file's globals) and return them."""
     from airflow.sdk import get_parsing_context
 
-    from token_fetcher.airflow.dags import build_dag
+    from token_fetcher.airflow.dags import SharedArgs, build_dag
 
     settings = settings or Settings.from_airflow_conf()
     wanted = get_parsing_context().dag_id
@@ -149,24 +170,26 @@ def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = N
 
     dags = []
     problems = list(result.problems)
-    for layout in result.layouts:
-        try:
-            dag = build_dag(layout, settings)
-        except ValueError as exc:
-            problems.append(
-                Problem(str(exc), layout.metadata.path, layout.cluster, layout.workflow)
-            )
-            continue
-        if layout.stale:
-            _log.warning(
-                "token-fetcher: %s built from the last good layout %s (%s): the token "
-                "fetcher could not confirm it",
-                layout.dag_id,
-                layout.fingerprint[:12],
-                layout.source,
-            )
-        namespace[_variable_name(dag.dag_id)] = dag
-        dags.append(dag)
+    shared = SharedArgs()
+    with _cyclic_gc_paused():
+        for layout in result.layouts:
+            try:
+                dag = build_dag(layout, settings, shared)
+            except ValueError as exc:
+                problems.append(
+                    Problem(str(exc), layout.metadata.path, layout.cluster, layout.workflow)
+                )
+                continue
+            if layout.stale:
+                _log.warning(
+                    "token-fetcher: %s built from the last good layout %s (%s): the token "
+                    "fetcher could not confirm it",
+                    layout.dag_id,
+                    layout.fingerprint[:12],
+                    layout.source,
+                )
+            namespace[_variable_name(dag.dag_id)] = dag
+            dags.append(dag)
     _log.info(
         "token-fetcher: %d DAG(s) from %s, %d problem(s)", len(dags), result.source, len(problems)
     )

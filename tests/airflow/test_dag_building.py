@@ -1,0 +1,261 @@
+"""What the loader shares or skips across the DAGs of one parse, without changing them:
+edges set once, one failure notifier per address list, DAG config defaults read once,
+and the on-disk layout cache that only writes what changed."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import pytest
+from airflow.serialization.serialized_objects import DagSerialization
+
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.airflow import operators
+from token_fetcher.airflow.dags import SharedArgs, build_dag
+from token_fetcher.airflow.layouts import Layout, LayoutCache
+from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
+from token_fetcher.airflow.settings import Settings
+from token_fetcher.migration import MigrationMetadata
+
+notifications = pytest.importorskip(
+    "airflow.providers.smtp.notifications.smtp", reason="needs the SMTP provider"
+)
+
+ONCALL = "oncall@example.com"
+
+
+def layout(workflow: str = "wf", fingerprint: str = "f" * 64, emails=(ONCALL,)) -> Layout:
+    """extract -> load -> final; ``audit`` names ``final`` in its outputs only."""
+    spec = pb.WorkflowSpec(cluster="core", name=workflow, final_job="final")
+    spec.notify_emails.append(ONCALL)
+    spec.schedule.reference_time.seconds = 1420092000
+    spec.schedule.recurrence_seconds = 86400
+    jobs = {
+        # name: (inputs, parents, outputs)
+        "extract": (["__WORKFLOW_START__"], [], ["load"]),
+        "load": (["extract"], ["extract"], ["final"]),
+        "audit": (["__WORKFLOW_START__"], [], ["final"]),
+        "final": (["load"], ["load"], []),
+    }
+    for name, (inputs, parents, outputs) in jobs.items():
+        job = spec.jobs.add(
+            name=name,
+            kind=pb.JOB_KIND_JOB,
+            max_attempts=1,
+            score=1,
+            inputs=inputs,
+            parents=parents,
+            outputs=outputs,
+            emails=list(emails),
+        )
+        job.command.segments.append(f"echo {name}")
+    metadata = MigrationMetadata("core", workflow, datetime(2020, 1, 1, tzinfo=UTC))
+    return Layout.from_spec(metadata, fingerprint, spec, stale=False, source="test")
+
+
+def test_edges_come_from_inputs_and_parents_once():
+    dag = build_dag(layout(), Settings())
+    assert {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} == {
+        "extract": [],
+        "load": ["extract"],
+        # An output no job waits for is no dependency (Pinball would post an event no
+        # one reads): "audit" is not upstream of "final".
+        "audit": [],
+        "final": ["load"],
+    }
+    assert {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} == {
+        "extract": ["load"],
+        "load": ["final"],
+        "audit": [],
+        "final": [],
+    }
+
+
+def test_one_notifier_per_address_list_for_the_whole_parse():
+    shared = SharedArgs()
+    first = build_dag(layout("one"), Settings(), shared)
+    second = build_dag(layout("two"), Settings(), shared)
+    callbacks = [
+        callback
+        for dag in (first, second)
+        for callback in [
+            *dag.on_failure_callback,
+            *(c for t in dag.tasks for c in t.on_failure_callback),
+        ]
+    ]
+    assert len(callbacks) == 2 + 8
+    assert len({id(callback) for callback in callbacks}) == 1
+    assert callbacks[0].to == [ONCALL]
+    assert isinstance(callbacks[0], notifications.SmtpNotifier)
+    other = build_dag(layout("three", emails=("other@example.com",)), Settings(), shared)
+    assert other.task_dict["load"].on_failure_callback[0].to == ["other@example.com"]
+    assert other.on_failure_callback[0] is callbacks[0]  # notify_emails: the on-call
+
+
+def test_a_shared_notifier_sends_each_failure_from_its_own_copy(monkeypatch):
+    # SmtpNotifier renders its fields and fills in its default subject in place when it
+    # sends; a shared one must not carry the first failure's text into the second.
+    sent = []
+
+    def notify(self, context):
+        if self.subject is None:
+            self.subject = f"{context['task']} failed"
+        sent.append((self.subject, self.to))
+
+    monkeypatch.setattr(notifications.SmtpNotifier, "notify", notify)
+    notifier = SharedArgs().notifier([ONCALL])
+    notifier({"task": "load"})
+    notifier({"task": "final"})
+    assert sent == [("load failed", [ONCALL]), ("final failed", [ONCALL])]
+    assert notifier.subject is None
+
+
+def test_dag_config_defaults_are_read_once_per_parse_with_the_same_values(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "7")
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_CONSECUTIVE_FAILED_DAG_RUNS_PER_DAG", "3")
+    shared = SharedArgs()
+    dag = build_dag(layout(), Settings(), shared)
+    assert dag.max_active_tasks == 7
+    assert dag.max_consecutive_failed_dag_runs == 3
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "9")
+    assert build_dag(layout(), Settings(), shared).max_active_tasks == 7  # same parse
+    assert build_dag(layout(), Settings()).max_active_tasks == 9  # the next parse
+
+
+def task_state(task) -> dict:
+    """A task's attributes, without those that point at its DAG."""
+    state = {k: v for k, v in vars(task).items() if k not in ("_dag", "task_group")}
+    state["_BaseOperator__init_kwargs"] = {
+        k: v for k, v in state["_BaseOperator__init_kwargs"].items() if k != "dag"
+    }
+    return state
+
+
+def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
+    # The fast path of _LegacyCommandMixin.__setattr__ is on for the supported Airflow
+    # (a changed BaseOperator.__setattr__ turns it off: this test then says so)...
+    assert operators._converted(MigratedJobOperator) is not None
+    assert operators._converted(MigratedConditionSensor) is not None
+    shared = SharedArgs()
+
+    def build():
+        item = layout()
+        [audit] = [job for job in item.spec.jobs if job.name == "audit"]
+        audit.kind = pb.JOB_KIND_CONDITION
+        audit.retry_delay_sec = 600
+        return build_dag(item, Settings(), shared)
+
+    fast = build()
+    # ... and gives the tasks Airflow's own hook gives.
+    monkeypatch.setattr(operators, "_converted", lambda cls: None)
+    slow = build()
+    assert isinstance(fast.task_dict["audit"], MigratedConditionSensor)
+    assert DagSerialization.to_dict(fast) == DagSerialization.to_dict(slow)
+    for task in fast.tasks:
+        assert task_state(task) == task_state(slow.task_dict[task.task_id]), task.task_id
+
+
+# --- the on-disk layout cache ---------------------------------------------------------
+
+
+def inode(path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def shard_path(cache_dir, workflow: str = "wf"):
+    folder = cache_dir / "core" / f"shards-{LayoutCache.SHARDS}"
+    return folder / f"{LayoutCache.shard_of(workflow)}.json"
+
+
+def index_path(cache_dir):
+    return cache_dir / "core" / f"shards-{LayoutCache.SHARDS}" / LayoutCache.INDEX_NAME
+
+
+def stored(cache_dir, *layouts: Layout) -> None:
+    """What one parse does: store what the server confirmed, then flush."""
+    cache = LayoutCache(cache_dir)
+    for item in layouts:
+        cache.store(item)
+    cache.flush()
+
+
+def test_the_cache_writes_a_layout_once_and_then_only_when_it_changes(tmp_path):
+    stored(tmp_path, layout())
+    written = inode(shard_path(tmp_path))
+    index = json.loads(index_path(tmp_path).read_text())
+    assert index["shards"][LayoutCache.shard_of("wf")]["fingerprints"] == {"wf": "f" * 64}
+
+    stored(tmp_path, layout())  # the next parse: nothing to write
+    assert inode(shard_path(tmp_path)) == written
+
+    # ... and nothing to read back but the index: a shard that still looks as written
+    # (same size, mtime and inode) is trusted without being read.
+    path = shard_path(tmp_path)
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.write(b"#" * before.st_size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    stored(tmp_path, layout())
+    assert path.read_bytes() == b"#" * before.st_size
+    path.unlink()
+
+    stored(tmp_path, layout(fingerprint="e" * 64))
+    loaded = LayoutCache(tmp_path).load(layout().metadata)
+    assert loaded is not None and loaded.fingerprint == "e" * 64 and loaded.stale
+
+
+def test_a_cold_parse_writes_a_few_files_and_keeps_every_layout(tmp_path):
+    layouts = [layout(f"wf{number:03d}") for number in range(300)]
+    stored(tmp_path, *layouts)
+    files = list((tmp_path / "core").rglob("*.json"))
+    assert len(files) <= LayoutCache.SHARDS + 1  # the shards and the index
+    # A shard rewritten for one workflow keeps the others it holds.
+    neighbour = next(
+        item
+        for item in layouts[1:]
+        if LayoutCache.shard_of(item.workflow) == LayoutCache.shard_of("wf000")
+    )
+    stored(tmp_path, layout("wf000", fingerprint="e" * 64))
+    cache = LayoutCache(tmp_path)
+    assert cache.load(layouts[0].metadata).fingerprint == "e" * 64
+    assert cache.load(neighbour.metadata).fingerprint == "f" * 64
+    assert all(cache.load(item.metadata) is not None for item in layouts)
+
+
+def test_the_index_is_only_a_hint(tmp_path):
+    stored(tmp_path, layout())
+    # Another process rewrote the shard with another layout: the index no longer
+    # matches the file, so the shard is read back and rewritten.
+    stored(tmp_path / "elsewhere", layout(fingerprint="e" * 64))
+    os.replace(shard_path(tmp_path / "elsewhere"), shard_path(tmp_path))
+    stored(tmp_path, layout())
+    assert LayoutCache(tmp_path).load(layout().metadata).fingerprint == "f" * 64
+
+    # A lost or unreadable index: the shard holds the fingerprint already, so it is
+    # kept as it is and the index is written again.
+    written = inode(shard_path(tmp_path))
+    damages = (index_path(tmp_path).unlink, lambda: index_path(tmp_path).write_text("{no"))
+    for damage in damages:
+        damage()
+        stored(tmp_path, layout())
+        assert inode(shard_path(tmp_path)) == written
+        index = json.loads(index_path(tmp_path).read_text())
+        assert index["shards"][LayoutCache.shard_of("wf")]["fingerprints"] == {"wf": "f" * 64}
+
+
+def test_layouts_cached_by_an_earlier_version_are_still_read(tmp_path):
+    legacy = tmp_path / "core" / "wf.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps(layout().to_dict()))
+    loaded = LayoutCache(tmp_path).load(layout().metadata)
+    assert loaded is not None and loaded.fingerprint == "f" * 64
+
+
+def test_a_cache_that_stores_nothing_writes_nothing(tmp_path):
+    cache = LayoutCache(tmp_path / "cache")
+    cache.flush()
+    assert cache.load(layout().metadata) is None
+    assert not (tmp_path / "cache").exists()
