@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
@@ -29,6 +32,37 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """Every metric sample a server exposes on ``port``, by (name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(samples, name: str, default: float | None = None, **labels) -> float:
+    key = (name, frozenset(labels.items()))
+    if key not in samples:
+        if default is not None:
+            return default
+        raise AssertionError(f"no sample {name}{labels}; have: "
+                             f"{sorted({k[0] for k in samples})}")
+    return samples[key]
+
+
+def replace_file(path: Path, old: str, new: str) -> None:
+    """Edit a file the way editors and checkouts do: a whole new file renamed into place."""
+    text = path.read_text()
+    assert text.count(old) == 1
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text.replace(old, new))
+    os.replace(temp, path)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import example_clusters, wait_for
-from tests.test_server_ops import metric, replace_file, scrape
+from tests.conftest import example_clusters, metric, replace_file, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"
@@ -22,7 +21,7 @@ def fingerprints(stub, cluster: str) -> dict[str, tuple[str, int]]:
 
 
 def parses(server, cluster: str, scope: str) -> float:
-    return metric(scrape(server), "token_fetcher_parses_total", 0.0, cluster=cluster,
+    return metric(scrape(server.metrics_port), "token_fetcher_parses_total", 0.0, cluster=cluster,
                   scope=scope)
 
 

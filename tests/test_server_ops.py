@@ -11,16 +11,24 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import EXAMPLES, blocking_repo, example_clusters, health_status, rpc_error, wait_for
+from conftest import (
+    EXAMPLES,
+    blocking_repo,
+    example_clusters,
+    health_status,
+    metric,
+    replace_file,
+    rpc_error,
+    wait_for,
+)
+from conftest import scrape as scrape_metrics
 from google.protobuf import descriptor_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_reflection.v1alpha import reflection_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
@@ -219,33 +227,7 @@ def test_pinned_version_from_the_history_during_the_drain(start_server, stub_for
 
 
 def scrape(server) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def metric(samples, name: str, default: float | None = None, **labels) -> float:
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        if default is not None:
-            return default
-        raise AssertionError(f"no sample {name}{labels}; have: "
-                             f"{sorted({k[0] for k in samples})}")
-    return samples[key]
-
-
-def replace_file(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text.replace(old, new))
-    os.replace(temp, path)
+    return scrape_metrics(server.metrics_port)
 
 
 def served_bytes(stub, cluster: str) -> int:

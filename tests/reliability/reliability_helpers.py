@@ -18,16 +18,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import psutil
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import blocking_repo as gated_repo  # noqa: F401 - re-exported
+from tests.conftest import metric, scrape, wait_for  # noqa: F401 - re-exported
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 
@@ -37,19 +36,6 @@ BIN = Path(sys.executable).parent
 PY = "example_python"
 JS = "example_json"
 SERVICE = "token_fetcher.v1.TokenFetcher"
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
-             message: str = "condition") -> object:
-    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 def copy_example(tmp_path: Path, name: str) -> Path:
@@ -90,25 +76,6 @@ def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
 
 
 # --- metrics ------------------------------------------------------------------------------
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def metric(samples, name: str, default: float | None = None, **labels) -> float:
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        if default is not None:
-            return default
-        raise AssertionError(f"no sample {name}{labels}")
-    return samples[key]
 
 
 def codes_counted(samples) -> set[str]:
@@ -427,38 +394,6 @@ class Consistency:
                     "handover on the grid", workflow)
         self.expect(first > answer.handover.migration_date.seconds, "first run after migration",
                     workflow)
-
-
-GATED_WORKFLOWS = '''"""Definitions whose import waits for a flag file (a cluster slow to parse)."""
-import os
-import time
-from datetime import datetime, timedelta
-
-from pinball_ext.job_templates import CommandJobTemplate
-from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
-
-while not os.path.exists({flag!r}):
-    time.sleep(0.02)
-
-WORKFLOWS = {{
-    'slow_daily': WorkflowConfig(
-        jobs={{'work': JobConfig(CommandJobTemplate('work', 'echo work'))}},
-        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
-        schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
-}}
-'''
-
-
-def gated_repo(folder: Path) -> tuple[dict, Path]:
-    """A Python-format cluster whose parse blocks until ``flag`` exists: (config, flag)."""
-    flag = folder / "open-the-gate"
-    package = folder / "gated_repo" / "gated_workflows"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "workflows.py").write_text(GATED_WORKFLOWS.format(flag=str(flag)))
-    return {"repo": str(package.parent),
-            "parser": "pinball_ext.workflow.parser.PyWorkflowParser",
-            "parser_params": {"workflows_config": "gated_workflows.workflows.WORKFLOWS"}}, flag
 
 
 def free_port_below_ephemeral_range() -> int:
