@@ -7,6 +7,7 @@ ready serialized bytes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -134,46 +135,35 @@ class _Instrumented:
         context.abort(grpc.StatusCode.INTERNAL, f"{self.name} failed inside the server: "
                       f"{type(error).__name__}; see the server log")
 
-    def _finish(self, started: float, code: str) -> None:
-        self.metrics.in_flight.dec()
-        self.duration.observe(time.perf_counter() - started)
-        self.metrics.rpcs.labels(self.name, code).inc()
+    @contextlib.contextmanager
+    def _answering(self, request, context):
+        """Admission, timing and counting around one call, unary or streaming alike."""
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        code = "OK"
+        admitted = self.admission.enter()
+        try:
+            if not admitted:
+                raise _refuse()
+            _check_decoded(request)
+            yield
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status code
+            code = error.code.name if isinstance(error, Failure) else "INTERNAL"
+            self._abort(context, error)
+        finally:
+            if admitted:
+                self.admission.leave()
+            self.metrics.in_flight.dec()
+            self.duration.observe(time.perf_counter() - started)
+            self.metrics.rpcs.labels(self.name, code).inc()
 
     def unary(self, request, context):
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        code = "OK"
-        admitted = self.admission.enter()
-        try:
-            if not admitted:
-                raise _refuse()
-            _check_decoded(request)
+        with self._answering(request, context):
             return self.behaviour(request, context)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a status code
-            code = error.code.name if isinstance(error, Failure) else "INTERNAL"
-            self._abort(context, error)
-        finally:
-            if admitted:
-                self.admission.leave()
-            self._finish(started, code)
 
     def stream(self, request, context):
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        code = "OK"
-        admitted = self.admission.enter()
-        try:
-            if not admitted:
-                raise _refuse()
-            _check_decoded(request)
+        with self._answering(request, context):
             yield from self.behaviour(request, context)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a status code
-            code = error.code.name if isinstance(error, Failure) else "INTERNAL"
-            self._abort(context, error)
-        finally:
-            if admitted:
-                self.admission.leave()
-            self._finish(started, code)
 
 
 def service_handler(service: TokenFetcherService, metrics: ServerMetrics,
