@@ -4,6 +4,7 @@ and the on-disk layout cache that only writes what changed."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import pytest
 from airflow.serialization.serialized_objects import DagSerialization
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.airflow import operators
+from token_fetcher.airflow import loader, operators
 from token_fetcher.airflow.dags import SharedArgs, build_dag
 from token_fetcher.airflow.layouts import Layout, LayoutCache
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
@@ -155,6 +156,21 @@ def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
     assert DagSerialization.to_dict(fast) == DagSerialization.to_dict(slow)
     for task in fast.tasks:
         assert task_state(task) == task_state(slow.task_dict[task.task_id]), task.task_id
+
+
+def test_the_build_pauses_the_cyclic_gc_and_restores_it():
+    assert gc.isenabled()
+    with pytest.raises(ValueError), loader._cyclic_gc_paused():
+        assert not gc.isenabled()
+        raise ValueError("a build that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with loader._cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # the caller's choice stands
+    finally:
+        gc.enable()
 
 
 # --- the on-disk layout cache ---------------------------------------------------------
