@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
 from typing import Any
 
 from legacy_parser import compat
+from legacy_parser.digests import file_digest
 from legacy_parser.errors import Locator
 from legacy_parser.jsonreader import read_json_workflows
 from legacy_parser.model import ErrorKind, ParseResult, SourceFile, WorkflowError
@@ -64,11 +64,6 @@ def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[st
         partial=names is not None,
         names=tuple(sorted(names)) if names is not None else (),
     )
-
-
-def file_digest(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _python_files_read(locator: Locator, errors: list[WorkflowError]) -> list[SourceFile]:

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from legacy_parser import graph
+from legacy_parser.digests import folder_listing
 from legacy_parser.errors import DefinitionError, Locator
 from legacy_parser.model import (
     DEFAULT_MAX_RUNNING_INSTANCES,
@@ -50,10 +51,7 @@ class TreeReader:
         self.files: list[SourceFile] = []
 
     def listing(self, folder: str) -> list[str]:
-        names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
-        # surrogateescape: a name that is not UTF-8 comes back from listdir with lone
-        # surrogates; it must be reported as that workflow's error, not crash the parse.
-        digest = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
+        names, digest = folder_listing(folder)
         self.files.append(SourceFile(self.locator.relative(folder) + os.sep, digest))
         return names
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import cachetools
 
 from legacy_parser import model
-from legacy_parser.cluster import JSON_PARSER, file_digest
+from legacy_parser.cluster import JSON_PARSER
+from legacy_parser.digests import file_digest, folder_listing
 from legacy_parser.sandbox import Sandbox, SandboxClosed
 from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
@@ -181,12 +182,7 @@ def _stat_signature(path: str) -> tuple | None:
 def _current_digest(path: str) -> str | None:
     try:
         if path.endswith(os.sep):
-            import hashlib
-
-            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
-            # surrogateescape: a name that is not UTF-8 must not stop the watch.
-            return hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")
-                                  ).hexdigest()
+            return folder_listing(path)[1]
         return file_digest(path)
     except OSError:
         return None
