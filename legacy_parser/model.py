@@ -61,6 +61,8 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"
     MEMORY_LIMIT = "memory_limit"
     WORKER_CRASHED = "worker_crashed"
+    INVALID_NAME = "invalid_name"
+    RESULT_TOO_LARGE = "result_too_large"
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,8 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_TIMEOUT: _ClassVar[ErrorKind]
     ERROR_KIND_MEMORY_LIMIT: _ClassVar[ErrorKind]
     ERROR_KIND_WORKER_CRASHED: _ClassVar[ErrorKind]
+    ERROR_KIND_INVALID_NAME: _ClassVar[ErrorKind]
+    ERROR_KIND_RESULT_TOO_LARGE: _ClassVar[ErrorKind]
 
 class LoadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -114,6 +116,8 @@ ERROR_KIND_IO_ERROR: ErrorKind
 ERROR_KIND_TIMEOUT: ErrorKind
 ERROR_KIND_MEMORY_LIMIT: ErrorKind
 ERROR_KIND_WORKER_CRASHED: ErrorKind
+ERROR_KIND_INVALID_NAME: ErrorKind
+ERROR_KIND_RESULT_TOO_LARGE: ErrorKind
 LOAD_STATE_UNSPECIFIED: LoadState
 LOAD_STATE_LOADING: LoadState
 LOAD_STATE_READY: LoadState
@@ -254,20 +258,22 @@ class ListWorkflowsRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class WorkflowSummary(_message.Message):
-    __slots__ = ("name", "fingerprint", "job_count", "schedule", "status", "errors")
+    __slots__ = ("name", "fingerprint", "job_count", "schedule", "status", "errors", "dynamic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     JOB_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     fingerprint: str
     job_count: int
     schedule: Schedule
     status: ParseStatus
     errors: _containers.RepeatedCompositeFieldContainer[ParseError]
-    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., job_count: _Optional[int] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ...) -> None: ...
+    dynamic: bool
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., job_count: _Optional[int] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., dynamic: _Optional[bool] = ...) -> None: ...
 
 class ListWorkflowsResponse(_message.Message):
     __slots__ = ("workflows", "next_page_token", "total_size", "cluster_errors")
@@ -294,18 +300,20 @@ class GetWorkflowSpecRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., fingerprint: _Optional[str] = ..., if_none_match: _Optional[str] = ...) -> None: ...
 
 class GetWorkflowSpecResponse(_message.Message):
-    __slots__ = ("not_modified", "fingerprint", "spec", "status", "errors")
+    __slots__ = ("not_modified", "fingerprint", "spec", "status", "errors", "dynamic")
     NOT_MODIFIED_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     not_modified: bool
     fingerprint: str
     spec: WorkflowSpec
     status: ParseStatus
     errors: _containers.RepeatedCompositeFieldContainer[ParseError]
-    def __init__(self, not_modified: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., spec: _Optional[_Union[WorkflowSpec, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ...) -> None: ...
+    dynamic: bool
+    def __init__(self, not_modified: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., spec: _Optional[_Union[WorkflowSpec, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., dynamic: _Optional[bool] = ...) -> None: ...
 
 class JobToken(_message.Message):
     __slots__ = ("name", "job", "payload_name", "inputs", "outputs", "command", "priority", "max_attempts", "retry_delay_sec", "warn_timeout_sec", "abort_timeout_sec", "emails", "is_condition", "cleanup_template")
@@ -366,18 +374,20 @@ class EventToken(_message.Message):
     def __init__(self, name: _Optional[str] = ..., job: _Optional[str] = ...) -> None: ...
 
 class GetJobTokensRequest(_message.Message):
-    __slots__ = ("cluster", "workflow", "run_time", "jobs", "fingerprint")
+    __slots__ = ("cluster", "workflow", "run_time", "jobs", "fingerprint", "manual")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     RUN_TIME_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     workflow: str
     run_time: _timestamp_pb2.Timestamp
     jobs: _containers.RepeatedScalarFieldContainer[str]
     fingerprint: str
-    def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    manual: bool
+    def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., manual: _Optional[bool] = ...) -> None: ...
 
 class GetJobTokensResponse(_message.Message):
     __slots__ = ("cluster", "workflow", "fingerprint", "run_time", "instance", "end_date", "jobs", "schedule", "events", "status")
@@ -404,18 +414,20 @@ class GetJobTokensResponse(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., fingerprint: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instance: _Optional[str] = ..., end_date: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[JobToken, _Mapping]]] = ..., schedule: _Optional[_Union[ScheduleToken, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EventToken, _Mapping]]] = ..., status: _Optional[_Union[ParseStatus, str]] = ...) -> None: ...
 
 class ParseJobRequest(_message.Message):
-    __slots__ = ("cluster", "workflow", "job", "run_time", "fingerprint")
+    __slots__ = ("cluster", "workflow", "job", "run_time", "fingerprint", "manual")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_TIME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     workflow: str
     job: str
     run_time: _timestamp_pb2.Timestamp
     fingerprint: str
-    def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., job: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    manual: bool
+    def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., job: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fingerprint: _Optional[str] = ..., manual: _Optional[bool] = ...) -> None: ...
 
 class ParseJobResponse(_message.Message):
     __slots__ = ("fingerprint", "token", "spec", "status")
@@ -452,20 +464,22 @@ class ResolveMigrationRequest(_message.Message):
     def __init__(self, cluster_name: _Optional[str] = ..., workflow_name: _Optional[str] = ..., migration_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., if_none_match: _Optional[str] = ...) -> None: ...
 
 class ResolveMigrationResponse(_message.Message):
-    __slots__ = ("not_modified", "fingerprint", "spec", "handover", "status", "errors")
+    __slots__ = ("not_modified", "fingerprint", "spec", "handover", "status", "errors", "dynamic")
     NOT_MODIFIED_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     HANDOVER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     not_modified: bool
     fingerprint: str
     spec: WorkflowSpec
     handover: Handover
     status: ParseStatus
     errors: _containers.RepeatedCompositeFieldContainer[ParseError]
-    def __init__(self, not_modified: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., spec: _Optional[_Union[WorkflowSpec, _Mapping]] = ..., handover: _Optional[_Union[Handover, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ...) -> None: ...
+    dynamic: bool
+    def __init__(self, not_modified: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., spec: _Optional[_Union[WorkflowSpec, _Mapping]] = ..., handover: _Optional[_Union[Handover, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., dynamic: _Optional[bool] = ...) -> None: ...
 
 class BatchResolveMigrationsRequest(_message.Message):
     __slots__ = ("migrations",)
@@ -505,12 +519,14 @@ class WorkflowEvent(_message.Message):
         TYPE_CHANGED: _ClassVar[WorkflowEvent.Type]
         TYPE_REMOVED: _ClassVar[WorkflowEvent.Type]
         TYPE_BROKEN: _ClassVar[WorkflowEvent.Type]
+        TYPE_DYNAMIC: _ClassVar[WorkflowEvent.Type]
     TYPE_UNSPECIFIED: WorkflowEvent.Type
     TYPE_SUBSCRIBED: WorkflowEvent.Type
     TYPE_ADDED: WorkflowEvent.Type
     TYPE_CHANGED: WorkflowEvent.Type
     TYPE_REMOVED: WorkflowEvent.Type
     TYPE_BROKEN: WorkflowEvent.Type
+    TYPE_DYNAMIC: WorkflowEvent.Type
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
@@ -552,7 +568,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterInfo(_message.Message):
-    __slots__ = ("name", "state", "format", "workflow_count", "ok_count", "stale_count", "broken_count", "job_count", "last_load_time", "last_load_duration_seconds", "last_success_time", "errors", "files_watched")
+    __slots__ = ("name", "state", "format", "workflow_count", "ok_count", "stale_count", "broken_count", "job_count", "last_load_time", "last_load_duration_seconds", "last_success_time", "errors", "files_watched", "dynamic_count", "stub_modules")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -566,6 +582,8 @@ class ClusterInfo(_message.Message):
     LAST_SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     FILES_WATCHED_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STUB_MODULES_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: LoadState
     format: DefinitionFormat
@@ -579,18 +597,32 @@ class ClusterInfo(_message.Message):
     last_success_time: _timestamp_pb2.Timestamp
     errors: _containers.RepeatedCompositeFieldContainer[ParseError]
     files_watched: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[LoadState, str]] = ..., format: _Optional[_Union[DefinitionFormat, str]] = ..., workflow_count: _Optional[int] = ..., ok_count: _Optional[int] = ..., stale_count: _Optional[int] = ..., broken_count: _Optional[int] = ..., job_count: _Optional[int] = ..., last_load_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_load_duration_seconds: _Optional[float] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., files_watched: _Optional[int] = ...) -> None: ...
+    dynamic_count: int
+    stub_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[LoadState, str]] = ..., format: _Optional[_Union[DefinitionFormat, str]] = ..., workflow_count: _Optional[int] = ..., ok_count: _Optional[int] = ..., stale_count: _Optional[int] = ..., broken_count: _Optional[int] = ..., job_count: _Optional[int] = ..., last_load_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_load_duration_seconds: _Optional[float] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., files_watched: _Optional[int] = ..., dynamic_count: _Optional[int] = ..., stub_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "start_time", "clusters", "reload_enabled", "state_error")
+    __slots__ = ("version", "start_time", "clusters", "reload_enabled", "state_error", "isolation")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     RELOAD_ENABLED_FIELD_NUMBER: _ClassVar[int]
     STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     version: str
     start_time: _timestamp_pb2.Timestamp
     clusters: _containers.RepeatedCompositeFieldContainer[ClusterInfo]
     reload_enabled: bool
     state_error: str
-    def __init__(self, version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clusters: _Optional[_Iterable[_Union[ClusterInfo, _Mapping]]] = ..., reload_enabled: _Optional[bool] = ..., state_error: _Optional[str] = ...) -> None: ...
+    isolation: SandboxIsolation
+    def __init__(self, version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clusters: _Optional[_Iterable[_Union[ClusterInfo, _Mapping]]] = ..., reload_enabled: _Optional[bool] = ..., state_error: _Optional[str] = ..., isolation: _Optional[_Union[SandboxIsolation, _Mapping]] = ...) -> None: ...
+
+class SandboxIsolation(_message.Message):
+    __slots__ = ("mode", "active_layers", "missing_layers")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    active_layers: _containers.RepeatedScalarFieldContainer[str]
+    missing_layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[str] = ..., active_layers: _Optional[_Iterable[str]] = ..., missing_layers: _Optional[_Iterable[str]] = ...) -> None: ...
