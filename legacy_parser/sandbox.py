@@ -191,10 +191,9 @@ class Sandbox:
         returncode = process.returncode
         if self.isolation.bwrap and returncode > 128:  # bwrap reports a signal as 128 + N
             returncode = 128 - returncode
-        return self._read_result(cluster, returncode, bytes(output.result),
-                                 output.stderr_tail())
+        return self._read_result(cluster, returncode, output.result, output.stderr_tail())
 
-    def _read_result(self, cluster: str, returncode: int, output: bytes,
+    def _read_result(self, cluster: str, returncode: int, output: bytearray,
                      stderr_tail: str) -> ParseResult | WorkflowError:
         if returncode != 0 or not output:
             return WorkflowError(
