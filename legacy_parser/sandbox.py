@@ -52,9 +52,12 @@ class Sandbox:
 
     def parse(self, cluster: str, repo_root: str, parser: str,
               parser_params: dict[str, Any], default_email: str = "",
-              changed: tuple[str, ...] = (), pycache_dir: str = "") -> ParseResult:
+              changed: tuple[str, ...] = (), pycache_dir: str = "",
+              python2_definitions: str = "auto",
+              stub_modules: tuple[str, ...] = ()) -> ParseResult:
         """Parse a cluster in a fresh worker; see ``cluster.parse_here`` for ``changed``
-        (a partial parse) and ``pycache_dir``."""
+        (a partial parse), ``pycache_dir``, ``python2_definitions`` ("auto" or "off") and
+        ``stub_modules``."""
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
@@ -63,6 +66,8 @@ class Sandbox:
             "default_email": default_email,
             "changed": list(changed),
             "pycache_dir": pycache_dir,
+            "python2_definitions": python2_definitions,
+            "stub_modules": list(stub_modules),
             "memory_bytes": self.limits.memory_bytes,
             "cpu_seconds": int(self.limits.timeout_seconds) + 1,
         }, default=str).encode()
