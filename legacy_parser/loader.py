@@ -20,20 +20,24 @@ and errors name the line the user wrote.
 from __future__ import annotations
 
 import ast
+import dis
 import functools
 import importlib.machinery
 import importlib.util
 import os
 import sys
 import types
+from collections.abc import Iterator
 
-# Names a Python 3 module that compiles may still use only because it is Python 2 code.
-PYTHON2_ONLY_NAMES = frozenset({
-    "iteritems", "iterkeys", "itervalues", "viewitems", "viewkeys", "viewvalues", "has_key",
+# What a module that compiles as Python 3 may still use only because it is Python 2 code:
+# builtins Python 3 lacks, and methods of Python 2's dict.
+PYTHON2_BUILTINS = frozenset({
     "basestring", "unicode", "unichr", "long", "xrange", "raw_input", "execfile", "reduce",
-    "intern", "apply", "buffer", "getcwdu", "StandardError",
+    "intern", "apply", "buffer", "StandardError",
 })
-
+PYTHON2_METHODS = frozenset({
+    "iteritems", "iterkeys", "itervalues", "viewitems", "viewkeys", "viewvalues", "has_key",
+})
 
 class Python2TranslationError(SyntaxError):
     """The Python 3 translation of a Python 2 module does not compile."""
@@ -137,17 +141,31 @@ def _compile_translation(text: str, mapping: dict[int, int], path: str) -> types
     return compile(tree, path, "exec", dont_inherit=True)
 
 
-def _all_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            names |= _all_names(constant)
-    return names
+            yield from _code_objects(constant)
 
 
 def _uses_python2_names(code: types.CodeType, path: str) -> bool:
-    names = _all_names(code)
-    return bool(names & PYTHON2_ONLY_NAMES) or bool(names & _sibling_modules(path))
+    """Whether the code loads a Python 2 builtin, calls a Python 2 dict method, or
+    imports a sibling module without a dot."""
+    codes = list(_code_objects(code))
+    siblings = _sibling_modules(path)
+    wanted = PYTHON2_BUILTINS | PYTHON2_METHODS | siblings
+    if not any(wanted.intersection(each.co_names) for each in codes):
+        return False  # the common case, without disassembling
+    for each in codes:
+        instructions = list(dis.get_instructions(each))
+        for index, instruction in enumerate(instructions):
+            name, operation = instruction.argval, instruction.opname
+            if (operation in ("LOAD_GLOBAL", "LOAD_NAME") and name in PYTHON2_BUILTINS
+                    or operation in ("LOAD_ATTR", "LOAD_METHOD") and name in PYTHON2_METHODS
+                    or operation == "IMPORT_NAME" and name.partition(".")[0] in siblings
+                    and instructions[index - 2].argval == 0):
+                return True
+    return False
 
 
 def _sibling_modules(path: str) -> set[str]:

@@ -239,11 +239,23 @@ PY2_CORPUS = {
                 super(EmrTemplate, self).__init__(name, executor='emr',
                                                   executor_config=config, **kwargs)
     ''',
+    "legacy/naming.py": '''
+        """Compiles as Python 3, and still is Python 2 code."""
+        import jobs
+
+
+        def class_name(job_class):
+            names = dict((cls.__name__, cls) for cls in (jobs.RevenueJob, jobs.CopyJob))
+            for name, cls in names.iteritems():
+                if cls is job_class and isinstance(name, basestring):
+                    return name
+    ''',
     "legacy/workflows.py": '''
         """Python 2 definitions."""
         from datetime import datetime, timedelta
 
         import jobs
+        from naming import class_name
         from templates import EmrTemplate
         from pinball_ext.job_templates import JobTemplate
         from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
@@ -268,7 +280,7 @@ PY2_CORPUS = {
         for team, cluster in TEAMS.iteritems():
             WORKFLOWS['%s_daily' % team] = WorkflowConfig(
                 jobs={
-                    'extract': JobConfig(JobTemplate(jobs.RevenueJob.__name__,
+                    'extract': JobConfig(JobTemplate(class_name(jobs.RevenueJob),
                                                      write_lock='/locks/%s' % team), []),
                     'load': JobConfig(EmrTemplate('CopyJob', cluster, max_attempts=LIMIT),
                                       ['extract']),
@@ -309,9 +321,10 @@ def test_python2_idiom_corpus_loads_with_pinballs_commands(sandbox, py2_repo):
     assert commands(result) == PY2_CORPUS_COMMANDS
     load = result.workflows[0].job("load")
     # long(10) + sum(xrange(3)); the definition site is the original file's line.
-    assert (load.max_attempts, load.file, load.line) == (13, "legacy/workflows.py", 31)
+    assert (load.max_attempts, load.file, load.line) == (13, "legacy/workflows.py", 32)
     assert [file.path for file in result.files] == [
-        "legacy/__init__.py", "legacy/jobs.py", "legacy/templates.py", "legacy/workflows.py"]
+        "legacy/__init__.py", "legacy/jobs.py", "legacy/naming.py", "legacy/templates.py",
+        "legacy/workflows.py"]
 
 
 def test_python2_definitions_off_reports_the_python3_syntax_error(sandbox, py2_repo):
@@ -319,7 +332,7 @@ def test_python2_definitions_off_reports_the_python3_syntax_error(sandbox, py2_r
                            python2_definitions="off")
     error = only_error(result)
     assert (error.kind, error.file, error.line) == \
-        (ErrorKind.SYNTAX_ERROR, "legacy/workflows.py", 11)
+        (ErrorKind.SYNTAX_ERROR, "legacy/workflows.py", 12)
 
 
 PY2_ERRORS = {
@@ -361,6 +374,26 @@ def test_translation_maps_every_line_back():
                     "    return a\nx = 0o777\nprint('x')\n")
     # The unpacking the fixer adds belongs to the function's first line of body.
     assert [lines[number] for number in range(1, 6)] == [1, 2, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("source", "python2"), [
+    ("for key, value in config.iteritems(): pass\n", True),
+    ("ok = config.has_key('a')\n", True),
+    ("def f():\n    return isinstance(x, basestring)\n", True),
+    ("text = unicode(x)\n", True),
+    ("import jobs\n", True),
+    ("from jobs import FINAL_JOB\n", True),
+    ("from . import jobs\n", False),
+    ("from other import jobs\n", False),
+    ("owner.jobs = 1\n", False),
+    ("import functools\ntotal = functools.reduce(f, xs)\nframe.apply(f)\n", False),
+])
+def test_modules_that_compile_as_python3_are_translated_only_for_python2_names(
+        tmp_path, source, python2):
+    package = write_repo(tmp_path, {"pkg/__init__.py": "", "pkg/jobs.py": ""}) / "pkg"
+    path = str(package / "module.py")
+    code = compile(source, path, "exec")
+    assert loader._uses_python2_names(code, path) is python2
 
 
 # A re-creation of the shape of Pinball's pinball_ext/examples: a package under pinball_ext
