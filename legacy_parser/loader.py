@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import dis
 import functools
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -60,10 +61,14 @@ class RepoLoader(SourceOnlyLoader):
     python2 = True
 
 
+# What every source loader compiles a module with (accepts source or a syntax tree).
+_source_to_code = importlib.abc.InspectLoader.source_to_code
+
+
 def compile_module(source: bytes, path: str, python2: bool) -> types.CodeType:
     """The module's code; with ``python2``, from its translation when it is Python 2."""
     try:
-        code = compile(source, path, "exec", dont_inherit=True)
+        code = _source_to_code(source, path)
     except SyntaxError:
         if not python2:
             raise
@@ -138,7 +143,7 @@ def _compile_translation(text: str, mapping: dict[int, int], path: str) -> types
         if "lineno" in node._attributes:
             node.lineno = mapping.get(node.lineno, last)
             node.end_lineno = mapping.get(node.end_lineno or node.lineno, last)
-    return compile(tree, path, "exec", dont_inherit=True)
+    return _source_to_code(tree, path)
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
