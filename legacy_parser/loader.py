@@ -97,6 +97,13 @@ def translate_python2(source: str, path: str) -> tuple[str, dict[int, int]]:
 
 @functools.cache
 def _refactoring_tool():
+    from fissix.pgen2 import driver, pgen
+
+    # fissix would load its grammar tables from pickles in a per-user cache folder, where
+    # any parse could leave one for the next: build them from the packaged grammar text
+    # instead (about 40 ms, once per worker). Before fissix.refactor loads the grammar.
+    driver.load_grammar = lambda grammar_file, *args, **kwargs: pgen.generate_grammar(
+        grammar_file)
     from fissix import refactor
 
     return refactor.RefactoringTool(refactor.get_fixers_from_package("fissix.fixes"))

@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -629,6 +631,36 @@ def test_no_parse_reads_bytecode_for_repo_modules_or_shims(tmp_path):
     }
     # Nor does it write any for them.
     assert _files_under(cache, repo) == written
+
+
+class _Planted:
+    """Creates the file named ``marker`` when unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_python2_translator_loads_no_grammar_a_parse_could_have_written(tmp_path):
+    repo = write_repo(tmp_path / "repo", {
+        "defs/__init__.py": "",
+        "defs/workflows.py": textwrap.dedent(INTEGRITY_REPO["defs/workflows.py"])
+        + "\nprint 'python 2'\n",
+    })
+    marker = tmp_path / "unpickled"
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    # fissix's per-user grammar cache, where a parse could leave a pickle for the next one.
+    cache = subprocess.run([sys.executable, "-c", "import fissix; print(fissix.CACHE_DIR)"],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    os.makedirs(cache, exist_ok=True)
+    for grammar in ("Grammar", "PatternGrammar"):
+        Path(cache, f"{grammar}3.9.0a6+.pickle").write_bytes(pickle.dumps(_Planted(str(marker))))
+    output = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(repo)], env=env,
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert not marker.exists()
+    assert json.loads(output.splitlines()[-1])["a"] == "echo safe"  # after the module's print
 
 
 def _files_under(*folders) -> set[str]:
