@@ -17,6 +17,7 @@ from typing import Any
 
 from legacy_parser.equivalence import LoggedCommand, Verdict, compare_commands, parse_log_line
 from legacy_parser.schedule import last_run_at_or_before
+from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.cli.client_commands import (
     CommandError,
     UsageError,
@@ -83,12 +84,14 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, LoggedCommand | str]]:
 
 
 class CommandComparer:
-    """Compares logged commands with the served ones; fetches each run's tokens once."""
+    """Compares logged commands with the served ones; fetches each run's tokens, and each
+    workflow's schedule, once."""
 
     def __init__(self, client: TokenFetcherClient, cluster: str) -> None:
         self.client = client
         self.cluster = cluster
         self._commands: dict[tuple[str, datetime], dict[str, str]] = {}
+        self._schedules: dict[str, pb.Schedule] = {}
 
     def compare_all(self, entries: list[tuple[str, LoggedCommand | str]]) -> collections.Counter:
         tally: collections.Counter = collections.Counter()
@@ -121,7 +124,10 @@ class CommandComparer:
             return _parse_run_time(logged.run_time)
         # A token dump names Pinball's instance (when the run was started): the run is the
         # schedule's last grid point at or before it.
-        schedule = self.client.get_spec(self.cluster, logged.workflow).spec.schedule
+        if logged.workflow not in self._schedules:
+            spec = self.client.get_spec(self.cluster, logged.workflow).spec
+            self._schedules[logged.workflow] = spec.schedule
+        schedule = self._schedules[logged.workflow]
         run = last_run_at_or_before(schedule.reference_time.seconds,
                                     schedule.recurrence_seconds, logged.instance_ms // 1000)
         if run is None:
