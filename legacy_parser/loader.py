@@ -140,6 +140,8 @@ def _translate_or_none(source: bytes, path: str) -> tuple[str, dict[int, int]] |
 def _compile_translation(text: str, mapping: dict[int, int], path: str) -> types.CodeType:
     last = max(mapping)
     try:
+        if all(line == original for line, original in mapping.items()):
+            return _source_to_code(text, path)  # the usual case: no fixer moved a line
         tree = ast.parse(text, path)
     except SyntaxError as error:
         raise Python2TranslationError(
