@@ -190,7 +190,7 @@ json.dump(out, result_stream)
                     reason="set PINBALL_SOURCE to a checkout of pinterest/pinball to compare "
                            "with its unmodified code")
 def test_python27_pinball_commands_equal_the_served_ones_up_to_order(tmp_path):
-    repo = write_repo(tmp_path, PY2_CORPUS)
+    repo = write_repo(tmp_path / "repo", PY2_CORPUS)
     params = dict(PY2_CORPUS_PARAMS, end_date=END_DATE)
     printed = json.loads(subprocess.run(
         [PYTHON27, "-c", PINBALL_27_SCRIPT, PINBALL_SOURCE, str(repo)],

@@ -113,7 +113,7 @@ def _json_repo_files() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def json_result(sandbox, tmp_path_factory) -> ParseResult:
-    repo = write_repo(tmp_path_factory.mktemp("duck_json"), _json_repo_files())
+    repo = write_repo(tmp_path_factory.mktemp("duck_json") / "repo", _json_repo_files())
     return sandbox.parse("duck_json", str(repo), JSON_PARSER, {})
 
 
@@ -161,7 +161,7 @@ def test_json_null_retry_delay_of_a_job_is_never_read(json_result):
 
 
 def test_python_format_still_refuses_a_duck_typed_template(sandbox, tmp_path):
-    repo = write_repo(tmp_path, {
+    repo = write_repo(tmp_path / "repo", {
         "duck_templates.py": DUCK_TEMPLATES,
         "duck_defs.py": '''
             from datetime import datetime, timedelta
@@ -308,7 +308,7 @@ PY2_CORPUS_COMMANDS = {
 
 @pytest.fixture(scope="module")
 def py2_repo(tmp_path_factory) -> Path:
-    return write_repo(tmp_path_factory.mktemp("py2_corpus"), PY2_CORPUS)
+    return write_repo(tmp_path_factory.mktemp("py2_corpus") / "repo", PY2_CORPUS)
 
 
 def test_python2_idiom_corpus_loads_with_pinballs_commands(sandbox, py2_repo):
@@ -355,7 +355,7 @@ PY2_ERRORS = {
 ])
 def test_python2_error_positions_name_the_original_file_and_line(sandbox, tmp_path, package,
                                                                   kind, line, part):
-    repo = write_repo(tmp_path, PY2_ERRORS)
+    repo = write_repo(tmp_path / "repo", PY2_ERRORS)
     result = sandbox.parse("py2", str(repo), PY_PARSER,
                            {"workflows_config": f"{package}.workflows.WORKFLOWS"})
     error = only_error(result)
@@ -386,7 +386,7 @@ def test_translation_maps_every_line_back():
 ])
 def test_modules_that_compile_as_python3_are_translated_only_for_python2_names(
         tmp_path, source, python2):
-    package = write_repo(tmp_path, {"pkg/__init__.py": "", "pkg/jobs.py": ""}) / "pkg"
+    package = write_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/jobs.py": ""}) / "pkg"
     path = str(package / "module.py")
     code = compile(source, path, "exec")
     assert loader._uses_python2_names(code, path) is python2
@@ -454,7 +454,7 @@ EXAMPLES_SHAPE = {
 
 
 def test_pinball_ext_packages_the_shims_lack_load_from_the_repo(sandbox, tmp_path):
-    repo = write_repo(tmp_path, EXAMPLES_SHAPE)
+    repo = write_repo(tmp_path / "repo", EXAMPLES_SHAPE)
     result = sandbox.parse("examples", str(repo), PY_PARSER, {
         "workflows_config": "pinball_ext.reports.workflows.WORKFLOWS",
         "job_repo_dir": "/mnt/pinball",
@@ -530,7 +530,7 @@ STUB_MODULES = ("MySQLdb", "boto", "pinball_ext.common")
 
 
 def test_stub_modules_stand_in_for_third_party_clients(sandbox, tmp_path):
-    repo = write_repo(tmp_path, STUBBED)
+    repo = write_repo(tmp_path / "repo", STUBBED)
     params = {"workflows_config": "etl.workflows.WORKFLOWS"}
     result = sandbox.parse("stubs", str(repo), PY_PARSER, params, stub_modules=STUB_MODULES)
     assert result.errors == ()
