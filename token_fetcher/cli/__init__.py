@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from token_fetcher import __version__
-from token_fetcher.cli import airflow_commands, client_commands, server_commands
+from token_fetcher.cli import airflow_commands, client_commands, resource_commands, server_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.register(subparsers)
     client_commands.register(subparsers)
     airflow_commands.register(subparsers)
+    resource_commands.register(subparsers)
     return parser
 
 

@@ -28,6 +28,7 @@ from token_fetcher.inpod.runner import (
     LEGACY_FILE,
     OUTPUT,
     REQUEST,
+    SHARED_DIR_MODE,
     STARTED,
     TASKS_DIR,
     WORKER_ALIVE,
@@ -149,13 +150,14 @@ class Handover:
         seconds; it keeps running.
         """
         began = time.monotonic()
+        self._wait_ready()
         task = os.path.join(self.root, TASKS_DIR, f"{time.time_ns():020d}-{uuid.uuid4().hex}")
         os.makedirs(task)
+        os.chmod(task, SHARED_DIR_MODE)  # the runner (another user) writes into it
         touch(os.path.join(task, WORKER_ALIVE))
         self.on_step("created")
         ended = False
         try:
-            self._wait_ready()
             write_json(
                 os.path.join(task, REQUEST),
                 {"command": command, "cwd": cwd, "env": dict(env or {})},

@@ -65,6 +65,7 @@ LOST = "lost"  # the runner that had it died; a new runner cleaned up
 NOT_STARTED = "not_started"  # bash could not be started
 OUTCOMES = (EXITED, CANCELLED, ABANDONED, STOPPED, LOST, NOT_STARTED)
 
+SHARED_DIR_MODE = 0o2775  # group-writable, new entries keep the group
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -257,7 +258,12 @@ class Runner:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         _become_subreaper()
-        os.makedirs(os.path.join(self.root, TASKS_DIR), exist_ok=True)
+        tasks = os.path.join(self.root, TASKS_DIR)
+        os.makedirs(tasks, exist_ok=True)
+        # The worker runs as another user of the pod's group (fsGroup): it creates the
+        # task folders, the runner writes into them.
+        with contextlib.suppress(PermissionError):  # made by the worker: it is its own
+            os.chmod(tasks, SHARED_DIR_MODE)
         write_json(self._path(LEGACY_FILE), {"instance": self.instance, "pid": os.getpid()})
         self._last_beat = time.monotonic()
         self._recover()
