@@ -27,10 +27,11 @@ left: it kills the sessions of commands that were running and records them as ``
 (In the pod a dead runner also takes its commands with it: it is PID 1 of its
 container's PID namespace.)
 
-Resources: the peak memory of the command's process tree (the session's processes:
-the largest sampled sum of their resident sets, or the largest single process's
-high-water mark if that is more) and its CPU time (user + system of every descendant
-reaped, which includes orphans: the runner is their subreaper).
+Resources, per command: its CPU time (user + system of every process the runner reaps
+while it runs: the command with its waited-for descendants, and orphans, since the
+runner is their subreaper) and its peak memory: the largest of the sampled sums of the
+resident sets of its session's processes and the kernel's high-water mark of any one
+of them (so a one-process command's peak is exact, however short it ran).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import contextlib
 import ctypes
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -191,11 +191,6 @@ def kill_session(session: int, started_from: int, sig: int) -> int:
     return len(members)
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _become_subreaper() -> None:
     """Orphans of the commands become our children (so their CPU time is counted when
     we reap them), as they would with the runner as PID 1 of its container."""
@@ -251,6 +246,9 @@ class Runner:
         self.stopping = False
         self._last_beat = 0.0
         self._reaped: dict[int, int] = {}
+        # What the processes reaped since the current command started used.
+        self._reaped_cpu = 0.0
+        self._reaped_peak = 0
 
     # --- the loop ---
 
@@ -292,12 +290,14 @@ class Runner:
         """Reap every exited child (commands and adopted orphans), keeping statuses."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self._reaped[pid] = status
+            self._reaped_cpu += usage.ru_utime + usage.ru_stime
+            self._reaped_peak = max(self._reaped_peak, usage.ru_maxrss * 1024)  # KiB
 
     def _task_dirs(self) -> list[str]:
         tasks = self._path(TASKS_DIR)
@@ -353,7 +353,8 @@ class Runner:
         request = read_json(os.path.join(task, REQUEST)) or {}
         env = dict(os.environ)
         env.update(request.get("env") or {})
-        cpu_before = _cpu_seconds()
+        self._reap()  # orphans of earlier commands are not this one's
+        self._reaped_cpu, self._reaped_peak = 0.0, 0
         began = time.monotonic()
         with open(os.path.join(task, OUTPUT), "ab") as output:
             try:
@@ -403,8 +404,8 @@ class Runner:
                 "outcome": outcome,
                 "exit_code": _exit_code(status),
                 "message": message,
-                "peak_memory_bytes": peak,
-                "cpu_seconds": round(_cpu_seconds() - cpu_before, 3),
+                "peak_memory_bytes": max(peak, self._reaped_peak),
+                "cpu_seconds": round(self._reaped_cpu, 3),
                 "wall_seconds": round(time.monotonic() - began, 3),
             },
         )
