@@ -13,12 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import wait_for
 
 from token_fetcher.inpod import runner
+from token_fetcher.inpod.handover import Handover
 
 SIDES = Path(__file__).with_name("inpod_sides.py")
 DEADLINE = 20.0
@@ -308,3 +310,26 @@ def test_a_stopped_legacy_container_stops_its_command(sides):
     assert result["outcome"]["outcome"] == runner.STOPPED
     wait_for(lambda: legacy.poll() is not None, DEADLINE, message="the runner to exit")
     gone(sides.pid("child.pid"))
+
+
+def test_a_cancel_stops_the_command_and_returns_its_outcome(sides):
+    """What on_kill does: ask for a stop from another thread (Airflow's SIGTERM
+    handler) while run() follows; run() returns the cancelled outcome."""
+    sides.legacy()
+    handover = Handover(str(sides.root), heartbeat=0.05, stale_after=1.0, poll=0.02)
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(handover.run(SLEEPER, cwd=str(sides.work)))
+    )
+    thread.start()
+    sides.pid("child.pid")
+    handover.cancel("the task was killed")
+    thread.join(timeout=DEADLINE)
+    assert not thread.is_alive()
+    [outcome] = results
+    assert (outcome.outcome, outcome.message) == (runner.CANCELLED, "the task was killed")
+    assert outcome.exit_code == -signal.SIGTERM
+    gone(sides.pid("shell.pid"))
+    gone(sides.pid("child.pid"))
+    handover.cancel("nothing is running: a no-op")
+    assert sides.task_dirs() == []

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def handover_dir(tmp_path):
     yield root
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+
+
+def stopped(pid: int) -> bool:
+    """Gone, or a zombie waiting for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def options(tmp_path, handover_dir, **policy) -> dict:
@@ -95,9 +104,7 @@ def test_the_execution_timeout_stops_the_legacy_command(tmp_path, handover_dir):
     with pytest.raises(AirflowTaskTimeout, match="longer than 1 s"):
         op.execute({"data_interval_end": RUN_TIME})
     child = int((tmp_path / "child.pid").read_text())
-    wait_for(lambda: not Path(f"/proc/{child}").exists()
-             or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-             30, message="the command's child to be stopped")
+    wait_for(lambda: stopped(child), 30, message="the command's child to be stopped")
 
 
 def test_a_condition_is_met_by_exit_zero_only(tmp_path, handover_dir):
@@ -149,3 +156,27 @@ def test_the_pod_override_merges_into_the_template_and_validates(tmp_path, hando
     path = tmp_path / "worker-pod.yaml"
     path.write_text(yaml.safe_dump(manifest))
     validate_strict(path)
+
+
+def test_on_kill_stops_the_legacy_command(tmp_path, handover_dir):
+    op = job(tmp_path, handover_dir, [f"sleep 60 & echo $! > {tmp_path}/child.pid; wait"])
+    errors = []
+
+    def run():
+        try:
+            op.execute({"data_interval_end": RUN_TIME})
+        except AirflowException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    pid_file = tmp_path / "child.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30,
+             message="the command to start")
+    op.on_kill()  # what Airflow's SIGTERM handler calls; execute goes on
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    [error] = errors
+    assert "cancelled: the task was killed" in str(error)
+    child = int(pid_file.read_text())
+    wait_for(lambda: stopped(child), 30, message="the command's child to be stopped")

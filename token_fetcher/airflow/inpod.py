@@ -36,6 +36,7 @@ from token_fetcher.inpod.resources import (
 
 __all__ = [
     "InPodSettings",
+    "cancel_in_pod",
     "executor_config",
     "pod_override_manifest",
     "run_in_pod",
@@ -208,6 +209,7 @@ def run_in_pod(task: Any, command: str, context: Mapping[str, Any], **warn: Any)
         ready_timeout=settings.ready_timeout,
         stop_timeout=settings.stop_timeout,
     )
+    task._handover = handover  # for cancel_in_pod
     timeout = task.execution_timeout.total_seconds() if task.execution_timeout else None
     task.log.info("Handing over to the legacy container (%s): %s", settings.handover_dir, command)
     try:
@@ -236,6 +238,15 @@ def run_in_pod(task: Any, command: str, context: Mapping[str, Any], **warn: Any)
         outcome.wall_seconds,
     )
     return outcome
+
+
+def cancel_in_pod(task: Any) -> None:
+    """``on_kill``: ask the legacy container to stop the task's command now. (Airflow
+    calls it from its SIGTERM handler and lets ``execute`` go on, which then gets the
+    cancelled outcome.)"""
+    handover = getattr(task, "_handover", None)
+    if handover is not None:
+        handover.cancel("the task was killed")
 
 
 def _record(task: Any, settings: InPodSettings, outcome: Outcome, context: Mapping) -> None:

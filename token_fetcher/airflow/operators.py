@@ -279,6 +279,13 @@ class _LegacyCommandMixin:
             # killed (an exception out of the loop): stop the whole group.
             self._stop_process()
 
+    def on_kill(self) -> None:
+        self._stop_process()
+        if self.runner == "inpod":
+            from token_fetcher.airflow.inpod import cancel_in_pod
+
+            cancel_in_pod(self)
+
     def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
@@ -403,9 +410,6 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
             if timer is not None:
                 timer.cancel()
 
-    def on_kill(self) -> None:
-        self._stop_process()
-
     def _execute_in_pod(self, command: str, context: Any) -> None:
         from token_fetcher.airflow.inpod import run_in_pod
 
@@ -497,6 +501,3 @@ class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
         code = self._run_local(command)
         self.log.info("condition %s: command exited %d", "met" if code == 0 else "not met", code)
         return code == 0
-
-    def on_kill(self) -> None:
-        self._stop_process()

@@ -130,6 +130,7 @@ class Handover:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.on_step = on_step
+        self._current: str | None = None  # the task folder of the command running
 
     def run(
         self,
@@ -156,6 +157,7 @@ class Handover:
         os.chmod(task, SHARED_DIR_MODE)  # the runner (another user) writes into it
         touch(os.path.join(task, WORKER_ALIVE))
         self.on_step("created")
+        self._current = task
         ended = False
         try:
             write_json(
@@ -175,7 +177,16 @@ class Handover:
                 # Interrupted (an exception from a callback, Airflow's timeout, a kill):
                 # the command must not outlive the task.
                 self._stop(task, "the worker stopped following (task interrupted)")
+            self._current = None
             _remove_when_settled(task)
+
+    def cancel(self, reason: str) -> None:
+        """Ask the runner to stop the command ``run`` is following, without waiting:
+        ``run`` then returns its ``cancelled`` outcome. Safe in a signal handler."""
+        task = self._current
+        if task is not None:
+            with contextlib.suppress(OSError):
+                write_json(os.path.join(task, CANCEL), {"reason": reason})
 
     # --- internals ---
 

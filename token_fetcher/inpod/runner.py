@@ -16,7 +16,7 @@ reader never sees half a file)::
     tasks/<id>/claim.json       {"instance"}: created once (hard link), by the runner that took it
     tasks/<id>/started.json     {"pid", "start_ticks", "instance"}: the command's session leader
     tasks/<id>/output.log       the command's stdout and stderr, as written
-    tasks/<id>/cancel           the worker asks for a stop (the text is the reason)
+    tasks/<id>/cancel.json      {"reason"}: the worker asks for a stop
     tasks/<id>/exit.json        how it ended (see ``OUTCOMES``), with the measured resources
 
 Liveness runs both ways. The worker stops following when the runner's heartbeat is
@@ -54,7 +54,7 @@ REQUEST = "request.json"
 CLAIM = "claim.json"
 STARTED = "started.json"
 OUTPUT = "output.log"
-CANCEL = "cancel"
+CANCEL = "cancel.json"
 EXIT = "exit.json"
 
 EXITED = "exited"  # the command ran to its end; exit_code is its status (-N: signal N)
@@ -411,10 +411,9 @@ class Runner:
         )
 
     def _stop_reason(self, task: str) -> tuple[str, str] | None:
-        cancel = os.path.join(task, CANCEL)
-        if os.path.exists(cancel):
-            with open(cancel, encoding="utf-8", errors="replace") as handle:
-                return CANCELLED, handle.read().strip() or "cancelled by the worker"
+        cancel = read_json(os.path.join(task, CANCEL))
+        if cancel is not None:
+            return CANCELLED, str(cancel.get("reason") or "cancelled by the worker")
         worker_age = age(os.path.join(task, WORKER_ALIVE))
         if worker_age is None or worker_age > self.stale_after:
             return ABANDONED, f"the worker's heartbeat stopped ({worker_age or 0:.0f} s old)"
