@@ -333,3 +333,37 @@ def test_a_cancel_stops_the_command_and_returns_its_outcome(sides):
     gone(sides.pid("child.pid"))
     handover.cancel("nothing is running: a no-op")
     assert sides.task_dirs() == []
+
+
+def test_a_bad_request_is_refused_and_the_runner_serves_on(sides):
+    sides.legacy()
+    task = sides.root / runner.TASKS_DIR / "0-bad"
+    task.mkdir()
+    runner.touch(str(task / runner.WORKER_ALIVE))
+    runner.write_json(str(task / runner.REQUEST), {"command": ["not", "a", "string"]})
+    record = sides.exit_record()
+    assert record["outcome"] == runner.NOT_STARTED
+    assert "the command is a list, not a string" in record["message"]
+    assert sides.outcome(sides.worker("echo next"))["outcome"]["exit_code"] == 0
+
+
+def test_recovery_never_kills_by_pids_of_another_pid_namespace(sides):
+    """After a container restart the recorded pids belong to a dead namespace: here
+    they name a live process of ours, which must survive."""
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        task = sides.root / runner.TASKS_DIR / "0-old"
+        task.mkdir(parents=True)
+        runner.write_json(str(task / runner.CLAIM), {"instance": "old"})
+        runner.write_json(str(task / runner.STARTED), {
+            "pid": bystander.pid, "start_ticks": 0, "instance": "old",
+            "pid_namespace": "pid:[1]",
+        })
+        sides.legacy()
+        record = sides.exit_record()
+        assert record["outcome"] == runner.LOST
+        assert "died with its container" in record["message"]
+        assert alive(bystander.pid)
+    finally:
+        bystander.kill()
+        bystander.wait(timeout=DEADLINE)

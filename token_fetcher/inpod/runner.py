@@ -14,7 +14,8 @@ reader never sees half a file)::
     tasks/<id>/worker.alive     the worker's heartbeat (mtime), written before the request
     tasks/<id>/request.json     {"command", "cwd", "env"}: the worker's hand-over
     tasks/<id>/claim.json       {"instance"}: created once (hard link), by the runner that took it
-    tasks/<id>/started.json     {"pid", "start_ticks", "instance"}: the command's session leader
+    tasks/<id>/started.json     {"pid", "start_ticks", "instance", "pid_namespace"}: the
+                                command's session leader
     tasks/<id>/output.log       the command's stdout and stderr, as written
     tasks/<id>/cancel.json      {"reason"}: the worker asks for a stop
     tasks/<id>/exit.json        how it ended (see ``OUTCOMES``), with the measured resources
@@ -201,6 +202,13 @@ def _become_subreaper() -> None:
         pass  # not Linux, or no prctl: orphans go to init and their CPU time is missed
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
@@ -320,7 +328,14 @@ class Runner:
                 f"the runner that had this command ({claim.get('instance')}) died "
                 "before it started"
             )
-            if started is not None:
+            if started is not None and started.get("pid_namespace") != _pid_namespace():
+                # A restarted container: its PID namespace, and every process in it,
+                # died with the old runner; these pids would name other processes.
+                message = (
+                    f"the runner that ran this command ({started.get('instance')}) died "
+                    "with its container while it ran"
+                )
+            elif started is not None:
                 found = kill_session(started["pid"], started["start_ticks"], signal.SIGKILL)
                 message = (
                     f"the runner that ran this command ({started.get('instance')}) died "
@@ -350,16 +365,24 @@ class Runner:
         return None
 
     def _run(self, task: str) -> None:
-        request = read_json(os.path.join(task, REQUEST)) or {}
-        env = dict(os.environ)
-        env.update(request.get("env") or {})
+        try:
+            request = read_json(os.path.join(task, REQUEST)) or {}
+            command = request["command"]
+            env = dict(os.environ)
+            env.update(request.get("env") or {})
+            if not isinstance(command, str):
+                raise TypeError(f"the command is a {type(command).__name__}, not a string")
+        except (ValueError, KeyError, TypeError) as exc:
+            message = f"bad request {os.path.join(task, REQUEST)}: {exc!r}"
+            write_json(os.path.join(task, EXIT), {"outcome": NOT_STARTED, "message": message})
+            return
         self._reap()  # orphans of earlier commands are not this one's
         self._reaped_cpu, self._reaped_peak = 0.0, 0
         began = time.monotonic()
         with open(os.path.join(task, OUTPUT), "ab") as output:
             try:
                 process = subprocess.Popen(
-                    ["bash", "-c", request["command"]],
+                    ["bash", "-c", command],
                     cwd=request.get("cwd") or self.cwd or None,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -376,7 +399,12 @@ class Runner:
         ticks = start_ticks(process.pid) or 0
         write_json(
             os.path.join(task, STARTED),
-            {"pid": process.pid, "start_ticks": ticks, "instance": self.instance},
+            {
+                "pid": process.pid,
+                "start_ticks": ticks,
+                "instance": self.instance,
+                "pid_namespace": _pid_namespace(),
+            },
         )
         self.on_step("started")
         outcome, message, peak, status = EXITED, "", 0, None
