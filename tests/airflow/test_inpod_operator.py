@@ -180,3 +180,29 @@ def test_on_kill_stops_the_legacy_command(tmp_path, handover_dir):
     assert "cancelled: the task was killed" in str(error)
     child = int(pid_file.read_text())
     wait_for(lambda: stopped(child), 30, message="the command's child to be stopped")
+
+
+def test_an_inpod_dag_carries_a_pod_override_per_task_through_serialization():
+    from airflow.serialization.serialized_objects import DagSerialization
+    from test_pod_spec import layout
+
+    from token_fetcher.airflow.dags import build_dag
+    from token_fetcher.airflow.settings import KubernetesSettings, Settings
+
+    settings = Settings(
+        mode="inpod",
+        kubernetes=KubernetesSettings(image=IMAGE, memory_request="1Gi", memory_limit="2Gi"),
+    )
+    dag = build_dag(layout(), settings)
+    for task in dag.tasks:
+        assert task.runner == "inpod"
+        override = task.executor_config["pod_override"]
+        assert override.metadata.labels["token-fetcher.io/job"] == task.task_id
+        [legacy] = override.spec.init_containers
+        # No history configured: the kube_* resources.
+        assert (legacy.image, legacy.resources.limits) == (IMAGE, {"memory": "2Gi"})
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    for task in restored.tasks:
+        pod = task.executor_config["pod_override"]
+        assert pod.spec.init_containers[0].image == IMAGE
+        assert pod.metadata.annotations["token-fetcher.io/job"] == task.task_id
