@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from token_fetcher.airflow.kubernetes import LABEL_PREFIX, pod_labels
+from token_fetcher.airflow.kubernetes import pod_annotations, pod_labels
 from token_fetcher.inpod.handover import Handover, HandoverTimeout, LegacyUnavailable, Outcome
 from token_fetcher.inpod.resources import (
     ResourceHistory,
@@ -148,13 +148,7 @@ def pod_override_manifest(
     (``base`` and ``legacy``) against the in-pod pod template."""
     if not image:
         raise ValueError("the inpod mode needs the legacy image ([token_fetcher] kube_image)")
-    annotations = {
-        f"{LABEL_PREFIX}/cluster": cluster,
-        f"{LABEL_PREFIX}/workflow": workflow,
-        f"{LABEL_PREFIX}/job": job,
-    }
-    if fingerprint:
-        annotations[f"{LABEL_PREFIX}/fingerprint"] = fingerprint
+    annotations = pod_annotations(cluster, workflow, job, fingerprint)
     legacy: dict[str, Any] = {"name": LEGACY_CONTAINER, "image": image}
     if image_pull_policy:
         legacy["imagePullPolicy"] = image_pull_policy
