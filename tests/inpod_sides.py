@@ -7,7 +7,8 @@
 ``--pause-at STEP`` stops the side at that step of the protocol (it writes
 ``ROOT/paused-<side>-<STEP>`` and sleeps) so that a test can kill it there. The worker
 streams each output line to ``RESULT.lines`` as it arrives and writes how the hand-over
-ended to ``RESULT`` (JSON). Intervals are short so that the tests are quick.
+ended to ``RESULT`` (JSON). Intervals are short so that the tests are quick; tests
+that run one side in-process use the same ones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from token_fetcher.inpod.handover import Handover, HandoverError, HandoverTimeou
 from token_fetcher.inpod.runner import Runner
 
 HEARTBEAT = 0.05
-STALE_AFTER = 1.0
+# Well above the heartbeat, so that a process starved by a busy machine is not taken
+# for dead.
+STALE_AFTER = 2.0
 POLL = 0.02
 KILL_GRACE = 2.0
 

@@ -2,8 +2,8 @@
 sharing a directory, as the two containers of a worker pod share a volume.
 
 Each side can be stopped at any step of the protocol (``--pause-at``) and killed there
-with SIGKILL. Intervals are short (heartbeat 0.05 s, stale after 1 s); every wait is on
-a condition with a deadline.
+with SIGKILL. Intervals are short (inpod_sides.py); every wait is on a condition with
+a deadline.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from inpod_sides import HEARTBEAT, POLL, STALE_AFTER
 
 from token_fetcher.inpod import runner
 from token_fetcher.inpod.handover import Handover
@@ -316,7 +317,7 @@ def test_a_cancel_stops_the_command_and_returns_its_outcome(sides):
     """What on_kill does: ask for a stop from another thread (Airflow's SIGTERM
     handler) while run() follows; run() returns the cancelled outcome."""
     sides.legacy()
-    handover = Handover(str(sides.root), heartbeat=0.05, stale_after=1.0, poll=0.02)
+    handover = Handover(str(sides.root), heartbeat=HEARTBEAT, stale_after=STALE_AFTER, poll=POLL)
     results = []
     thread = threading.Thread(
         target=lambda: results.append(handover.run(SLEEPER, cwd=str(sides.work)))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from inpod_sides import HEARTBEAT, POLL, STALE_AFTER
 
 from token_fetcher.airflow.inpod import InPodSettings, override_for
 from token_fetcher.cli import main as cli_main
@@ -260,7 +261,8 @@ def legacy_runner(tmp_path):
 
 
 def test_recommendations_come_from_measured_runs(tmp_path, legacy_runner):
-    handover = Handover(str(legacy_runner), heartbeat=0.05, stale_after=1.0, poll=0.02)
+    handover = Handover(str(legacy_runner), heartbeat=HEARTBEAT, stale_after=STALE_AFTER,
+                        poll=POLL)
     history = ResourceHistory(tmp_path / "history")
     # The job holds 40, 80 and 120 MiB on three runs (in a child of the shell).
     for run, mib in enumerate((40, 80, 120)):

@@ -94,6 +94,21 @@ def test_a_job_runs_in_the_legacy_container_and_is_recorded(tmp_path, handover_d
         failing.execute({"data_interval_end": RUN_TIME})
 
 
+def test_the_warn_timeout_is_reported_and_the_job_goes_on(tmp_path, handover_dir):
+    gate = tmp_path / "gate"
+    op = job(tmp_path, handover_dir, [f"while [ ! -e {gate} ]; do sleep 0.05; done"],
+             warn_timeout_sec=1)
+    warned = []
+
+    def warn(context):
+        warned.append(context["run_id"])
+        gate.touch()  # the job ends only after the warning
+
+    op._warn_timeout = warn
+    op.execute({"data_interval_end": RUN_TIME, "run_id": "scheduled__1"})
+    assert warned == ["scheduled__1"]
+
+
 def test_the_execution_timeout_stops_the_legacy_command(tmp_path, handover_dir):
     op = job(
         tmp_path,
