@@ -203,8 +203,12 @@ def test_in_pod_settings_from_config_strings():
     assert settings.ready_timeout == 5.0
     assert settings.policy == ResourcePolicy(percentile=90, memory_floor=128 * MIB,
                                              cpu_ceiling=1.5)
-    with pytest.raises(ValueError, match=r"inpod_\* settings: not a CPU quantity"):
+    with pytest.raises(ValueError, match=r"inpod_cpu_floor = 'lots': not a CPU quantity"):
         InPodSettings.from_strings(lambda key: "lots" if key == "cpu_floor" else "")
+    with pytest.raises(ValueError, match=r"inpod_keep_runs = 'ten'"):
+        InPodSettings.from_strings(lambda key: "ten" if key == "keep_runs" else "")
+    with pytest.raises(ValueError, match=r"inpod_\* settings: resource percentile must be"):
+        InPodSettings.from_strings(lambda key: "101" if key == "percentile" else "")
 
 
 # ------------------------------------------------------------------------- the CLI
@@ -279,3 +283,18 @@ def test_recommendations_come_from_measured_runs(tmp_path, legacy_runner):
     assert recommendation.memory_percentile_bytes == peaks[-1]
     assert parse_memory(recommendation.requests["memory"]) >= peaks[-1] * 1.2
     assert parse_memory(recommendation.requests["memory"]) < peaks[-1] * 1.2 + 16 * MIB
+
+
+def test_a_damaged_summary_means_the_configured_resources(tmp_path):
+    history = ResourceHistory(tmp_path)
+    history.record(usage("load", memory=GIB, cpu=1.0))
+    options = {"image": "legacy:1", "resources": {"requests": {"memory": "1Gi"}},
+               "inpod": InPodSettings(history_dir=str(tmp_path),
+                                      policy=ResourcePolicy(min_runs=1))}
+    names = {"cluster": "core001", "workflow": "wf", "job": "load", "fingerprint": ""}
+    path = history.summary_path("core001", "wf")
+    for damaged in ('{"jobs": ', '{"jobs": {"load": {"cores": "x"}}}', "[]"):
+        path.write_text(damaged)
+        os.utime(path, ns=(1, len(damaged)))  # a new signature for the parse cache
+        [legacy] = override_for(options, **names)["spec"]["initContainers"]
+        assert legacy["resources"] == {"requests": {"memory": "1Gi"}}, damaged

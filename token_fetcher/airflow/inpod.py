@@ -73,8 +73,8 @@ class InPodSettings:
 
     @classmethod
     def from_strings(cls, get) -> InPodSettings:
-        """From ``get(key) -> text`` ('' for unset); errors name the key."""
-        converters = {
+        """From ``get(key) -> text`` ('' for unset); an error names the key."""
+        policy_keys = {
             "percentile": float,
             "headroom": float,
             "cpu_floor": parse_cpu,
@@ -83,18 +83,22 @@ class InPodSettings:
             "memory_ceiling": parse_memory,
             "min_runs": int,
         }
+        own_keys = {item.name: _TYPES[item.type] for item in fields(cls) if item.name != "policy"}
         policy: dict[str, Any] = {}
         values: dict[str, Any] = {}
+        for keys, target in ((policy_keys, policy), (own_keys, values)):
+            for key, convert in keys.items():
+                text = get(key)
+                if not text:
+                    continue
+                try:
+                    target[key] = convert(text)
+                except ValueError as exc:
+                    raise ValueError(f"[{SECTION}] inpod_{key} = {text!r}: {exc}") from None
         try:
-            for key, convert in converters.items():
-                if get(key):
-                    policy[key] = convert(get(key))
-            for item in fields(cls):
-                if item.name != "policy" and get(item.name):
-                    values[item.name] = _TYPES[item.type](get(item.name))
             return cls(**values, policy=ResourcePolicy(**policy))
         except ValueError as exc:
-            raise ValueError(f"[{SECTION}] inpod_* settings: {exc}") from exc
+            raise ValueError(f"[{SECTION}] inpod_* settings: {exc}") from None
 
 
 @functools.cache

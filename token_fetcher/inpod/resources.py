@@ -252,13 +252,15 @@ class ResourceHistory:
 
     def summary(self, cluster: str, workflow: str) -> dict[str, dict[str, list]]:
         """The workflow's summary, by job: ``{"peak_memory_bytes": [...], "cores": [...]}``;
-        empty when nothing was recorded."""
+        empty when nothing was recorded or the file is damaged."""
         path = self.summary_path(cluster, workflow)
         try:
             value = json.loads(path.read_text(encoding="utf-8"))
+            return dict(value["jobs"])
         except FileNotFoundError:
             return {}
-        return dict(value.get("jobs", {}))
+        except (ValueError, KeyError, TypeError):
+            return {}  # not ours or damaged: as if none; the next recorded run rewrites it
 
     def recommendations(
         self, cluster: str, policy: ResourcePolicy
@@ -277,7 +279,10 @@ def recommend_from_summary(
     values = summary.get(job)
     if not values:
         return None
-    return recommend(values["peak_memory_bytes"], values["cores"], policy)
+    try:
+        return recommend(values["peak_memory_bytes"], values["cores"], policy)
+    except (KeyError, TypeError, ValueError):
+        return None  # a damaged summary: the configured resources, until it is rewritten
 
 
 def _series(runs: Iterable[RunUsage]) -> tuple[list[int], list[float]]:
