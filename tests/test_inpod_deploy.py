@@ -127,6 +127,9 @@ def test_the_worker_container_is_configured_for_the_inpod_mode():
     env = {e["name"]: e.get("value") for e in worker["env"]}
     assert env["AIRFLOW__TOKEN_FETCHER__MODE"] == "inpod"
     assert env["AIRFLOW__TOKEN_FETCHER__INPOD_HANDOVER_DIR"] == HANDOVER_DIR
+    # The worker parses the DAG to run a task: building it needs the legacy image.
+    legacy = container(spec, LEGACY_CONTAINER, "initContainers")
+    assert env["AIRFLOW__TOKEN_FETCHER__KUBE_IMAGE"] == legacy["image"]
     history = env["AIRFLOW__TOKEN_FETCHER__INPOD_HISTORY_DIR"]
     claim = next(v for v in spec["volumes"] if v["name"] == mount_of(worker, history)["name"])
     claims = yaml.safe_load((INPOD_DIR / "resource-history-pvc.yaml").read_text())
