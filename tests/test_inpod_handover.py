@@ -8,8 +8,10 @@ a deadline.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,3 +370,26 @@ def test_recovery_never_kills_by_pids_of_another_pid_namespace(sides):
     finally:
         bystander.kill()
         bystander.wait(timeout=DEADLINE)
+
+
+def test_the_runner_is_one_file_needing_only_the_standard_library(tmp_path):
+    """The pod's init container copies runner.py alone into the legacy container, whose
+    Python may be old and has none of this project's packages."""
+    source = Path(runner.__file__).read_text()
+    ast.parse(source, feature_version=(3, 7))
+    copy = tmp_path / "runner.py"
+    shutil.copy(runner.__file__, copy)
+    root = tmp_path / "handover"
+    root.mkdir()
+    # -S: no site-packages; -I: no user site, no PYTHON* variables, no script folder.
+    check = [sys.executable, "-S", "-I", str(copy), "--root", str(root), "--check"]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=DEADLINE)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"no fresh heartbeat in {root / runner.LEGACY_FILE}")
+    serving = subprocess.Popen([*check[:-1], "--heartbeat", "0.05"], start_new_session=True)
+    try:
+        wait_for(lambda: subprocess.run(check, timeout=DEADLINE).returncode == 0, DEADLINE,
+                 message="the copied runner to serve")
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(timeout=DEADLINE) == 0
