@@ -14,6 +14,7 @@ from token_fetcher.cli import (
     airflow_commands,
     client_commands,
     compare_command,
+    resource_commands,
     server_commands,
 )
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.register(subparsers)
     airflow_commands.register(subparsers)
     compare_command.register(subparsers)
+    resource_commands.register(subparsers)
     return parser
 
 
