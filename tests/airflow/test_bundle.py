@@ -7,7 +7,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow_helpers import wait_for, write_migration
 
-from token_fetcher.airflow import LOADER_FILE_NAME
+from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME
 from token_fetcher.airflow.bundle import TokenFetcherDagBundle
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.client import TokenFetcherClient
@@ -17,7 +17,7 @@ DAG_ID = f"{CLUSTER}__daily_reporting"
 
 
 @pytest.fixture
-def setup(start_server, example_copy, tmp_path, monkeypatch, tf_settings):
+def setup(start_server, example_copy, tmp_path, monkeypatch, tf_settings, airflow_home):
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH", str(tmp_path / "bundles"))
     repo = example_copy("python_repo")
     server = start_server(
@@ -53,7 +53,7 @@ def test_versions_follow_the_layouts_and_a_pinned_version_keeps_its_own(setup):
     bundle.initialize()
     first = bundle.get_current_version().version
     assert sorted(p.name for p in bundle.path.iterdir()) == sorted(
-        [LOADER_FILE_NAME, MANIFEST_FILE_NAME, "TOKEN_FETCHER_VERSION"]
+        [LOADER_FILE_NAME, MANIFEST_FILE_NAME, PROBLEMS_FILE_NAME, "TOKEN_FETCHER_VERSION"]
     )
     old = fingerprints(bundle.path)
     assert sorted(old) == [DAG_ID, f"{CLUSTER}__hourly_metrics"]

@@ -141,26 +141,30 @@ def test_daily_reporting_tasks_dependencies_and_parameters(migrated):
     assert isinstance(dag.timetable, PinballTimetable)
     assert dag.catchup is True
     assert dag.max_active_runs == 1
-    assert all(task.depends_on_past for task in dag.tasks)  # DELAY_UNTIL_SUCCESS
+    # DELAY_UNTIL_SUCCESS: a failed run pauses the DAG; no task waits for its past.
+    assert dag.max_consecutive_failed_dag_runs == 1
+    assert not any(task.depends_on_past for task in dag.tasks)
 
 
 def test_overrun_policies_become_dag_arguments(migrated):
     dags = parse(migrated).dags
     expected = {
-        # workflow: (policy, max_active_runs, dagrun_timeout, depends_on_past)
-        "hourly_metrics": ("START_NEW", 4, None, False),
-        "partner_ingest": ("DELAY", 1, None, False),
-        "daily_reporting": ("DELAY_UNTIL_SUCCESS", 1, None, True),
-        "event_ingest": ("ABORT_RUNNING", 1, timedelta(hours=7), False),
-        "weekly_cleanup": ("SKIP", 1, None, False),
-        "db_backup": ("SKIP", 1, None, False),  # overrun_policy=None
+        # workflow: (policy, max_active_runs, dagrun_timeout, pause after N failed runs)
+        "hourly_metrics": ("START_NEW", 4, None, 0),
+        "partner_ingest": ("DELAY", 1, None, 0),
+        "daily_reporting": ("DELAY_UNTIL_SUCCESS", 1, None, 1),
+        "event_ingest": ("ABORT_RUNNING", 1, timedelta(hours=7), 0),
+        "weekly_cleanup": ("SKIP", 1, None, 0),
+        "db_backup": ("SKIP", 1, None, 0),  # overrun_policy=None
     }
-    for workflow, (policy, runs, timeout, past) in expected.items():
+    for workflow, (policy, runs, timeout, failed_runs) in expected.items():
         dag = dags[f"{CLUSTER}__{workflow}"]
         assert f"overrun policy: {policy}" in dag.doc_md, workflow
         assert dag.max_active_runs == runs, workflow
         assert dag.dagrun_timeout == timeout, workflow
-        assert {task.depends_on_past for task in dag.tasks} == {past}, workflow
+        assert dag.max_consecutive_failed_dag_runs == failed_runs, workflow
+        # Policies are per run, never per task: a job added between runs cannot stall.
+        assert not any(task.depends_on_past for task in dag.tasks), workflow
 
 
 def test_inputs_outputs_edges_and_final_job(migrated):

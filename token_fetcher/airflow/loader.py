@@ -14,9 +14,11 @@ Two ways to get the layouts:
   manifest when it computed the bundle version, so a worker running a task of a DagRun
   parses exactly the layouts that run was created with.
 
-A metadata file or workflow that gives no DAG is logged and reported as a parse
-warning; the other DAGs are built all the same. When nothing at all can be built and
-something went wrong, the parse fails with every problem in the message.
+A metadata file or workflow that gives no DAG is logged (and issued as a Python
+warning, which Airflow 3.3 keeps in the DAG processor's log only); the other DAGs are
+built all the same. In the bundle, the problems file next to the loader file turns them
+into an import error (``raise_problems``). When nothing at all can be built and something
+went wrong, the parse fails with every problem in the message.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import discover_metadata
 
-__all__ = ["LoadResult", "TokenFetcherParseWarning", "get_client", "load_dags", "load_layouts"]
+__all__ = [
+    "LoadResult",
+    "MigratedWorkflowProblems",
+    "TokenFetcherParseWarning",
+    "get_client",
+    "load_dags",
+    "load_layouts",
+    "raise_problems",
+]
 
 _log = logging.getLogger(__name__)
 _clients: dict[tuple[str, float, int, float, float], TokenFetcherClient] = {}
@@ -54,7 +64,22 @@ _clients_lock = threading.Lock()
 
 
 class TokenFetcherParseWarning(UserWarning):
-    """A migrated workflow that gives no DAG (shown as a DAG parse warning)."""
+    """A migrated workflow that gives no DAG (in the DAG processor's log)."""
+
+
+class MigratedWorkflowProblems(Exception):
+    """Migrated workflows that give no DAG: the import error of the problems file."""
+
+
+def raise_problems(here: str) -> None:
+    """What the bundle's problems file runs: raise the problems of the manifest next to
+    it, so Airflow records them as the file's import error; nothing when there are none."""
+    problems = Manifest.read_problems(Path(here).with_name(MANIFEST_FILE_NAME))
+    if problems:
+        raise MigratedWorkflowProblems(
+            f"token-fetcher: {len(problems)} migrated workflow(s) give no DAG:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
 
 
 def get_client(settings: Settings) -> TokenFetcherClient:
