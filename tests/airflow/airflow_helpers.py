@@ -232,3 +232,34 @@ def wait_alive(processes: Processes, condition, message: str, deadline: float):
             )
             raise AssertionError(f"timed out waiting for {message}\n{logs}")
         time.sleep(0.5)
+
+
+def dag_runs(db: Path, dag_id: str) -> list[tuple]:
+    """(run_id, state, bundle_version) of the DAG's runs, in run time order."""
+    return query(
+        db,
+        "select run_id, state, bundle_version from dag_run where dag_id = ? "
+        "order by data_interval_end",
+        dag_id,
+    )
+
+
+def first_run_at_its_gate(db: Path, dag_id: str) -> list[tuple] | None:
+    """The DAG's runs once run 1 has its bundle version and its ``gate`` condition is
+    polling; else None."""
+    runs = dag_runs(db, dag_id)
+    gate = query(
+        db, "select state from task_instance where dag_id = ? and task_id = 'gate'", dag_id
+    )
+    if runs and runs[0][2] and gate and gate[0][0] in ("running", "up_for_reschedule"):
+        return runs
+    return None
+
+
+def finished_runs(db: Path, dag_id: str, count: int) -> list[tuple] | None:
+    """The DAG's first ``count`` runs once all of them have finished; else None. (A later
+    run appears only if a test crosses midnight UTC; it is ignored.)"""
+    runs = dag_runs(db, dag_id)[:count]
+    if len(runs) == count and all(run[1] in ("success", "failed") for run in runs):
+        return runs
+    return None

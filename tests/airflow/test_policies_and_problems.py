@@ -19,11 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from airflow_helpers import (
     bundle_deployment_env,
+    finished_runs,
+    first_run_at_its_gate,
     free_port,
     prepare_home,
     query,
@@ -108,15 +109,6 @@ def tag_names(details: dict) -> set[str]:
     return {tag["name"] for tag in details["tags"]}
 
 
-def runs(db: Path, dag_id: str) -> list[tuple]:
-    return query(
-        db,
-        "select run_id, state, bundle_version from dag_run where dag_id = ? "
-        "order by data_interval_end",
-        dag_id,
-    )
-
-
 def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
     start_server, example_copy, tmp_path, airflow_processes
 ):
@@ -162,21 +154,8 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
     # 1. Run 1 of both gated DAGs waits at its gate; the broken workflow is an import
     # error; the other one is a DAG without the stale tag.
     def first_runs_waiting():
-        found = {}
-        for workflow in GATED:
-            dag_id = f"{CLUSTER}__{workflow}"
-            gate_state = query(
-                db,
-                "select state from task_instance where dag_id = ? and task_id = 'gate'",
-                dag_id,
-            )
-            dag_runs = runs(db, dag_id)
-            if not (dag_runs and dag_runs[0][2] and gate_state):
-                return None
-            if gate_state[0][0] not in ("running", "up_for_reschedule"):
-                return None
-            found[dag_id] = dag_runs
-        return found
+        found = {w: first_run_at_its_gate(db, f"{CLUSTER}__{w}") for w in GATED}
+        return found if all(found.values()) else None
 
     first_runs = wait(first_runs_waiting, "run 1 of both gated DAGs at its gate")
     assert all(len(found) == 1 for found in first_runs.values()), first_runs
@@ -242,13 +221,8 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
 
     # 4. Run 1 ran the old layout and run 2 the new one, for both policies.
     def both_runs_done():
-        found = {}
-        for workflow in GATED:
-            dag_runs = runs(db, f"{CLUSTER}__{workflow}")[:2]
-            if len(dag_runs) < 2 or any(run[1] not in ("success", "failed") for run in dag_runs):
-                return None
-            found[workflow] = dag_runs
-        return found
+        found = {w: finished_runs(db, f"{CLUSTER}__{w}", 2) for w in GATED}
+        return found if all(found.values()) else None
 
     done = wait(both_runs_done, "run 1 and run 2 of both gated DAGs to finish")
     for workflow, dag_runs in done.items():

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from airflow_helpers import (
     bundle_deployment_env,
+    finished_runs,
+    first_run_at_its_gate,
     free_port,
     prepare_home,
     query,
@@ -51,15 +52,6 @@ WORKFLOWS['binding_check'] = _WC(
 """
 
 DEADLINE = 300  # seconds for the whole scenario; typically about a minute
-
-
-def _runs(db: Path) -> list[tuple]:
-    return query(
-        db,
-        "select run_id, state, bundle_version, data_interval_end from dag_run "
-        "where dag_id = ? order by data_interval_end",
-        DAG_ID,
-    )
 
 
 def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
@@ -100,21 +92,12 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     db = home / "airflow.db"
 
     # Run 1 is created at the first layout's bundle version and its gate is polling.
-    def run_one_waiting():
-        runs = _runs(db)
-        gate_state = query(
-            db, "select state from task_instance where dag_id = ? and task_id = 'gate'", DAG_ID
-        )
-        if (
-            runs
-            and runs[0][2]
-            and gate_state
-            and gate_state[0][0] in ("running", "up_for_reschedule")
-        ):
-            return runs
-        return None
-
-    runs = wait_alive(airflow_processes, run_one_waiting, "run 1 with its gate polling", deadline)
+    runs = wait_alive(
+        airflow_processes,
+        lambda: first_run_at_its_gate(db, DAG_ID),
+        "run 1 with its gate polling",
+        deadline,
+    )
     assert len(runs) == 1, runs
     first_version = runs[0][2]
 
@@ -148,14 +131,9 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     )
     gate.touch()
 
-    def both_runs_done():
-        # (A third run appears only if the test crosses midnight UTC; it is ignored.)
-        runs = _runs(db)[:2]
-        if len(runs) == 2 and all(run[1] in ("success", "failed") for run in runs):
-            return runs
-        return None
-
-    runs = wait_alive(airflow_processes, both_runs_done, "both runs to finish", deadline)
+    runs = wait_alive(
+        airflow_processes, lambda: finished_runs(db, DAG_ID, 2), "both runs to finish", deadline
+    )
     assert [run[1] for run in runs] == ["success", "success"], runs
     assert [run[2] for run in runs] == [first_version, second_version]
     assert job_log.read_text().splitlines()[:2] == [
