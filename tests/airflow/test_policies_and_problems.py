@@ -3,7 +3,8 @@
 
 - Two workflows, DELAY_UNTIL_SUCCESS and DELAY: run 1 is held by a condition while a job
   is added and another removed; run 1 finishes with the old layout and run 2 with the
-  new one, for both (a per-task ``depends_on_past`` stalled run 2 at the new job).
+  new one, for both (a per-task ``depends_on_past`` stalled run 2 at the new job). A
+  DELAY_UNTIL_SUCCESS workflow whose run 1 fails is paused: run 2 does not start.
 - Problems, read back through the api-server: a workflow broken from the start is an
   import error naming cluster, workflow, file, line and error kind; a workflow that
   breaks after its migration keeps its DAG with a stale tag and a banner; both clear
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from airflow_helpers import (
     bundle_deployment_env,
+    dag_runs,
     finished_runs,
     first_run_at_its_gate,
     free_port,
@@ -40,6 +42,7 @@ pytestmark = pytest.mark.slow
 
 CLUSTER = "example_python"
 GATED = ("until_success", "delayed")
+FAILING = f"{CLUSTER}__fails_until_success"
 STALE, BROKEN = f"{CLUSTER}__goes_stale", f"{CLUSTER}__broken_at_first"
 DEADLINE = 300  # seconds for the whole scenario
 
@@ -73,6 +76,8 @@ def _gated(names, policy):
 
 WORKFLOWS['until_success'] = _gated(%(jobs)r, _OP.DELAY_UNTIL_SUCCESS)
 WORKFLOWS['delayed'] = _gated(%(jobs)r, _OP.DELAY)
+WORKFLOWS['fails_until_success'] = _workflow(
+    {'fails': _JC(_CJT('fails', 'false'))}, _OP.DELAY_UNTIL_SUCCESS)
 WORKFLOWS['goes_stale'] = _workflow(
     {'only': _JC(_CJT('only', 'true'), dependency=%(stale_parents)r)})
 WORKFLOWS['broken_at_first'] = _workflow(
@@ -130,7 +135,7 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
     prepare_home(home)
     migrations = home / "migrations"
     now = datetime.now(UTC).replace(microsecond=0)
-    for workflow in GATED:  # two grid points are due, the third is not
+    for workflow in (*GATED, "fails_until_success"):  # two grid points are due, not three
         write_migration(
             migrations, CLUSTER, workflow, (now - timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
         )
@@ -225,9 +230,9 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
         return found if all(found.values()) else None
 
     done = wait(both_runs_done, "run 1 and run 2 of both gated DAGs to finish")
-    for workflow, dag_runs in done.items():
+    for workflow, runs in done.items():
         dag_id = f"{CLUSTER}__{workflow}"
-        assert [run[1] for run in dag_runs] == ["success", "success"], (workflow, dag_runs)
+        assert [run[1] for run in runs] == ["success", "success"], (workflow, runs)
         tasks = [
             dict(
                 query(
@@ -237,13 +242,18 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
                     run[0],
                 )
             )
-            for run in dag_runs
+            for run in runs
         ]
         assert tasks == [
             {"gate": "success", "kept": "success", "removed": "success", "final": "success"},
             {"gate": "success", "kept": "success", "added": "success", "final": "success"},
         ], workflow
-        assert dag_runs[0][2] == first_version != dag_runs[1][2]
+        assert runs[0][2] == first_version != runs[1][2]
+
+    # A failed DELAY_UNTIL_SUCCESS run paused its DAG; its next run was never created.
+    details = wait(lambda: api.dag(FAILING), "the DAG of fails_until_success")
+    assert details["is_paused"] is True
+    assert [run[1] for run in dag_runs(db, FAILING)] == ["failed"]
 
     # 5. Nothing runs the first version any more: it is pruned; the store holds one.
     current = home / "bundles" / "pinball" / "current" / "TOKEN_FETCHER_VERSION"
