@@ -35,8 +35,11 @@ def test_a_line_shift_above_a_workflow_keeps_its_fingerprint(
     stub = stub_for(server)
     before = specs(stub, PY)
     module = repo / "example_workflows" / "maintenance.py"
-    shifted = {name for name, answer in before.items() if answer.spec.source.file.endswith(
-        "maintenance.py")}
+    shifted = {
+        name
+        for name, answer in before.items()
+        if answer.spec.source.file.endswith("maintenance.py")
+    }
     assert shifted, "the example defines workflows in maintenance.py"
 
     loads = parse_count(server, PY)

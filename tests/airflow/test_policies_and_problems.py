@@ -44,7 +44,7 @@ CLUSTER = "example_python"
 GATED = ("until_success", "delayed")
 FAILING = f"{CLUSTER}__fails_until_success"
 STALE, BROKEN = f"{CLUSTER}__goes_stale", f"{CLUSTER}__broken_at_first"
-DEADLINE = 300  # seconds for the whole scenario
+DEADLINE = 240  # seconds for the whole scenario (pytest-timeout stops a test at 300)
 
 # Appended to the example repo's workflows. Two gated workflows (a condition polling a
 # file every second, then the jobs, then the final job) and two without runs (migrated

@@ -189,9 +189,7 @@ class Layout:
 
     def diagnosed_as(self, other: Layout) -> Layout:
         """This layout with ``other``'s diagnostics (a fallback keeps what was last known)."""
-        return replace(
-            self, definition_errors=other.definition_errors, dynamic=other.dynamic
-        )
+        return replace(self, definition_errors=other.definition_errors, dynamic=other.dynamic)
 
     def identity(self) -> dict[str, Any]:
         """What decides the layout's DAG, and so goes into a bundle version: the metadata
@@ -272,9 +270,7 @@ class Layout:
         errors = data.get("definition_errors", [])
         if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
             raise ValueError("definition_errors is not a list of strings")
-        return replace(
-            layout, definition_errors=tuple(errors), dynamic=data.get("dynamic") is True
-        )
+        return replace(layout, definition_errors=tuple(errors), dynamic=data.get("dynamic") is True)
 
 
 class LayoutCache:
@@ -585,8 +581,7 @@ class Manifest:
             "format": _MANIFEST_FORMAT,
             "version": self._computed_version(),
             "layouts": [
-                layout.to_dict(diagnostics=True)
-                for layout in sorted(self.layouts, key=_by_dag_id)
+                layout.to_dict(diagnostics=True) for layout in sorted(self.layouts, key=_by_dag_id)
             ],
             "problems": [problem.to_dict() for problem in self.problems],
         }
