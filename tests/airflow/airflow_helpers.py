@@ -246,8 +246,17 @@ def dag_runs(db: Path, dag_id: str) -> list[tuple]:
 
 def first_run_at_its_gate(db: Path, dag_id: str) -> list[tuple] | None:
     """The DAG's runs once run 1 has its bundle version and its ``gate`` condition is
-    polling; else None."""
+    polling; else None. Fails at once when run 1 finished before its gate was opened
+    (on an overloaded machine Airflow may fail a task whose heartbeats stop)."""
     runs = dag_runs(db, dag_id)
+    if runs and runs[0][1] in ("success", "failed"):
+        tasks = query(
+            db,
+            "select task_id, state from task_instance where dag_id = ? and run_id = ?",
+            dag_id,
+            runs[0][0],
+        )
+        raise AssertionError(f"{dag_id}: run 1 ended {runs[0][1]} before its gate opened: {tasks}")
     gate = query(
         db, "select state from task_instance where dag_id = ? and task_id = 'gate'", dag_id
     )
