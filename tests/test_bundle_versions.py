@@ -110,6 +110,32 @@ def test_a_line_shift_and_broken_workflows_keep_the_bundle_version(migrated):
     assert {x.workflow: x.definition_errors for x in again.layouts}["weekly_cleanup"] == (error,)
 
 
+BAD_TASK_ID = """
+WORKFLOWS['bad_task_id'] = WorkflowConfig(
+    jobs={'not a task id': JobConfig(CommandJobTemplate('x', 'true'))},
+    final_job_config=JobConfig(CommandJobTemplate('final', 'true')),
+    schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1)))
+"""
+
+
+def test_a_job_name_airflow_cannot_take_is_a_problem_not_a_layout(migrated):
+    server, repo, migrations = migrated
+    maintenance = repo / "example_workflows" / "maintenance.py"
+    maintenance.write_text(maintenance.read_text() + BAD_TASK_ID)
+    write_metadata(
+        migrations, MigrationMetadata(PY, "bad_task_id", datetime(2020, 1, 1, tzinfo=UTC))
+    )
+    with TokenFetcherClient(f"127.0.0.1:{server.port}", cache_ttl=0) as client:
+        wait_for(
+            lambda: "bad_task_id" in {w.name for w in client.list_workflows(PY).workflows},
+            message="the server to see the new workflow",
+        )
+    manifest = manifest_of(server, migrations)
+    assert "bad_task_id" not in {layout.workflow for layout in manifest.layouts}
+    [problem] = [p for p in manifest.problems if p.workflow == "bad_task_id"]
+    assert problem.message.startswith("task id (job name) 'not a task id' has characters")
+
+
 def test_a_format_1_manifest_keeps_the_version_it_was_stored_under(migrated):
     server, _, migrations = migrated
     current = manifest_of(server, migrations)
@@ -148,10 +174,10 @@ def test_the_store_keeps_the_versions_in_use_and_the_newest(tmp_path):
 
 
 def test_the_problems_file_raises_the_manifests_problems(tmp_path):
+    """In the bundle: the manifest next to it (the dags-folder mode needs Airflow's
+    settings: see tests/airflow/test_loader.py)."""
     problems_file = tmp_path / "token_fetcher_problems.py"
     problems_file.write_text(problems_file_text())
-    runpy.run_path(str(problems_file))  # no manifest yet: nothing to report
-
     problem = Problem(
         "FAILED_PRECONDITION: workflow 'w' in cluster 'c' fails to parse and has no good "
         "version: cycle: a -> b -> a (cluster c, workflow w, defs.py:7)",

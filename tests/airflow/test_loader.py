@@ -9,7 +9,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow_helpers import write_loader, write_migration
 
-from token_fetcher.airflow import loader
+from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME, loader, problems_file_text
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.timetable import PinballTimetable
 
@@ -232,6 +232,24 @@ def test_a_bad_metadata_file_does_not_hide_the_others(migrated):
     warnings = "\n".join(w for ws in bag.captured_warnings.values() for w in ws)
     assert "no_such_workflow" in warnings
     assert "broken.json" in warnings
+
+
+def test_the_problems_file_reports_the_loaders_problems_as_an_import_error(migrated):
+    problems_file = migrated / PROBLEMS_FILE_NAME
+    problems_file.write_text(problems_file_text())
+    missing = write_migration(migrated / "migrations", CLUSTER, "no_such_workflow")
+    loader_file = str(migrated / LOADER_FILE_NAME)
+    # The DAG processor parses each file on its own; the loader's full parse records its
+    # problems, the problems file's parse raises them.
+    assert len(parse(loader_file).dag_ids) == len(WORKFLOWS)
+    [error] = parse(problems_file).import_errors.values()
+    assert "token-fetcher: 1 migrated workflow(s) give no DAG" in error
+    assert f"({CLUSTER}/no_such_workflow): NOT_FOUND: no workflow 'no_such_workflow'" in error
+
+    missing.unlink()
+    parse(loader_file)
+    bag = parse(problems_file)
+    assert bag.import_errors == {} and bag.dag_ids == []
 
 
 def test_nothing_buildable_is_an_import_error(dags_folder, tf_settings, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import DAG
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.airflow.layouts import Layout, dag_id_problem
+from token_fetcher.airflow.layouts import Layout, dag_id_problem, task_ids_problem
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.airflow.timetable import PinballTimetable
@@ -218,13 +218,9 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
     share (see SharedArgs); a new one when not given."""
     shared = shared or SharedArgs()
     spec = layout.spec
-    problem = dag_id_problem(layout.dag_id)
+    problem = dag_id_problem(layout.dag_id) or task_ids_problem(spec)
     if problem:
         raise ValueError(problem)
-    for job in spec.jobs:
-        problem = dag_id_problem(job.name, "task id (job name)")
-        if problem:
-            raise ValueError(problem)
     schedule = spec.schedule
     timetable = PinballTimetable(
         schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run

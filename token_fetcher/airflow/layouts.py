@@ -54,6 +54,7 @@ __all__ = [
     "dag_id_problem",
     "parse_error_text",
     "prune_store",
+    "task_ids_problem",
     "resolve_layouts",
 ]
 
@@ -80,6 +81,15 @@ def dag_id_problem(key: str, what: str = "dag_id") -> str | None:
         return f"{what} {key!r} has characters Airflow does not allow (letters, digits, _ . -)"
     if len(key) > _KEY_MAX:
         return f"{what} {key!r} is longer than {_KEY_MAX} characters"
+    return None
+
+
+def task_ids_problem(spec: pb.WorkflowSpec) -> str | None:
+    """Why a job name of ``spec`` is not a valid Airflow task id, or None."""
+    for job in spec.jobs:
+        problem = dag_id_problem(job.name, "task id (job name)")
+        if problem:
+            return problem
     return None
 
 
@@ -503,6 +513,10 @@ def resolve_layouts(
     for entry, result in zip(valid, results, strict=True):
         where = (entry.path, entry.cluster_name, entry.workflow_name)
         if isinstance(result, MigratedWorkflow):
+            problem = task_ids_problem(result.spec)
+            if problem:  # Airflow cannot take it: a problem, not a DAG that fails to build
+                problems.append(Problem(problem, *where))
+                continue
             layout = Layout.from_migrated(result)
             if cache is not None and not layout.stale:
                 cache.store(layout)
