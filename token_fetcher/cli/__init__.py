@@ -10,7 +10,12 @@ import argparse
 import sys
 
 from token_fetcher import __version__
-from token_fetcher.cli import airflow_commands, client_commands, server_commands
+from token_fetcher.cli import (
+    airflow_commands,
+    client_commands,
+    migration_commands,
+    server_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_commands.register(subparsers)
     client_commands.register(subparsers)
+    migration_commands.register(subparsers)
     airflow_commands.register(subparsers)
     return parser
 

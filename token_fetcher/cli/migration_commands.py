@@ -1,0 +1,526 @@
+"""Migration commands: migrate (one workflow or a wave), rollback, migrations list/report.
+
+``migrate`` and ``rollback`` write metadata files and append to the migration record
+beside them (token_fetcher.migration_record); ``migrations list`` reads the record and
+``migrations report`` renders it with the server's current view as one HTML page.
+Exit codes as for the client commands (0 success, 1 an error, 2 a usage error), and 3
+when a wave or its dry run found blocked workflows (the others are still migrated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from token_fetcher import report
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.cli.client_commands import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CommandError,
+    UsageError,
+    _iso,
+    _metadata_from_args,
+    _print_fields,
+    _print_table,
+    _run,
+    client_options,
+)
+from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
+from token_fetcher.migration import (
+    Handover,
+    MetadataError,
+    MigrationMetadata,
+    discover_metadata,
+    handover,
+    metadata_path,
+    parse_metadata,
+    read_metadata,
+    rollback_handover,
+    write_metadata,
+)
+from token_fetcher.migration_record import Record, append_record, current_user, read_records
+
+__all__ = ["EXIT_BLOCKED", "register"]
+
+EXIT_BLOCKED = 3
+_NO_LEGACY = "none (the migration date is before the schedule's reference)"
+_NO_AIRFLOW = "none (rolled back before Airflow's first run)"
+# How Pinball's overrun policies map to Airflow where the mapping is not exact
+# (docs/airflow.md, "Overrun policies").
+_OVERRUN_CAVEATS = {
+    pb.OVERRUN_POLICY_UNSPECIFIED: "overrun SKIP: a run that comes while one is active waits "
+    "and runs late instead of being dropped",
+    pb.OVERRUN_POLICY_SKIP: "overrun SKIP: a run that comes while one is active waits and runs "
+    "late instead of being dropped",
+    pb.OVERRUN_POLICY_DELAY_UNTIL_SUCCESS: "overrun DELAY_UNTIL_SUCCESS: each task waits for "
+    "its own previous instance, not the whole previous run",
+    pb.OVERRUN_POLICY_ABORT_RUNNING: "overrun ABORT_RUNNING: an active run is failed when it "
+    "is one recurrence old, not when the next run time comes",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add migrate, rollback and migrations (list, report) to an argparse subparsers object."""
+    options = client_options()
+
+    def add(within: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
+            parents: Sequence[argparse.ArgumentParser] = (options,)) -> Any:
+        parser = within.add_parser(name, parents=list(parents), help=help, description=help)
+        parser.set_defaults(func=func, client_command=name)
+        return parser
+
+    p = add(subparsers, "migrate", migrate_command,
+            "check workflows and write their migration metadata files: one, a list, a glob or "
+            "--all, with --dry-run for a preflight table; exit 3 if any is blocked")
+    p.add_argument("--cluster", required=True)
+    p.add_argument("--workflow", action="append", default=[],
+                   help="a workflow's name or a glob such as 'daily_*' (repeatable)")
+    p.add_argument("--all", action="store_true", help="every workflow of the cluster")
+    p.add_argument("--migration-date", required=True,
+                   help="'YYYY-MM-DD HH:MM:SS' (UTC) or ISO 8601 with an offset")
+    p.add_argument("--metadata-dir", required=True, help="writes <dir>/<cluster>/<workflow>.json")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be migrated and what is blocked; write nothing")
+    p.add_argument("--force", action="store_true",
+                   help="replace a metadata file with another migration date")
+
+    p = add(subparsers, "rollback", rollback_command,
+            "hand a migrated workflow back to Pinball after a date; prints Airflow's last run "
+            "and Pinball's first")
+    p.add_argument("--cluster", required=True)
+    p.add_argument("--workflow", required=True)
+    p.add_argument("--rollback-date", required=True,
+                   help="'YYYY-MM-DD HH:MM:SS' (UTC) or ISO 8601 with an offset")
+    p.add_argument("--metadata-dir", required=True, help="the folder of the metadata files")
+
+    group = subparsers.add_parser("migrations", help="the migration record: list, report",
+                                  description="the migration record: list, report")
+    within = group.add_subparsers(dest="migrations_command", required=True, metavar="COMMAND")
+    p = add(within, "list", list_command, "every migrate and rollback, oldest first", parents=())
+    p.add_argument("--metadata-dir", required=True, help="the folder of the metadata files")
+    p.add_argument("--cluster", help="only this cluster")
+    p.add_argument("--workflow", help="only this workflow")
+    p.add_argument("--json", action="store_true", help="one JSON object per record")
+
+    p = add(within, "report", report_command,
+            "write one self-contained HTML page: counts, a chart and a table per cluster")
+    p.add_argument("--metadata-dir", required=True, help="the folder of the metadata files")
+    p.add_argument("--html", required=True, help="the page to write")
+
+
+# --- migrate ------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """One workflow of a wave: ``status`` is migratable, caveats, blocked or migrated
+    (already, with the same date); ``notes`` say why (the caveats or what blocks it)."""
+
+    workflow: str
+    status: str
+    notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    handover: Handover | None = None
+    path: str = ""
+    written: bool = False
+
+
+def _is_single(args: argparse.Namespace) -> bool:
+    return (not args.all and not args.dry_run and len(args.workflow) == 1
+            and not _is_glob(args.workflow[0]))
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    if args.all == bool(args.workflow):
+        return _usage(args, "give --workflow (names or globs) or --all, not both")
+    if _is_single(args):
+        return _run(args, lambda client: _migrate_one(client, args))
+    found: list[Candidate] = []
+    code = _run(args, lambda client: found.extend(_migrate_wave(client, args)))
+    if code == EXIT_OK and any(candidate.status == "blocked" for candidate in found):
+        return EXIT_BLOCKED
+    return code
+
+
+def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
+    metadata = _metadata_from_args(
+        argparse.Namespace(cluster=args.cluster, workflow=args.workflow[0],
+                           migration_date=args.migration_date)
+    )
+    problem = _existing_problem(args.metadata_dir, metadata, args.force)
+    if problem:
+        raise CommandError(problem)
+    # migrated_workflow() checks the server's handover against the spec's schedule.
+    migrated = client.migrated_workflow(metadata)
+    if migrated.status == pb.PARSE_STATUS_BROKEN:
+        raise CommandError(f"{metadata.cluster_name}/{metadata.workflow_name} is broken")
+    path = _write_migration(args.metadata_dir, migrated)
+    if args.json:
+        print(json.dumps(
+            {
+                "path": path,
+                "fingerprint": migrated.fingerprint,
+                "migration_date": _iso(metadata.migration_epoch),
+                "last_legacy_run": _iso(migrated.handover.last_legacy_run) or None,
+                "first_new_run": _iso(migrated.handover.first_new_run),
+            },
+            indent=2,
+        ))
+        return
+    print(f"wrote {path}")
+    _print_fields(_handover_fields(metadata, migrated.handover))
+
+
+def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[Candidate]:
+    date = _metadata_from_args(argparse.Namespace(
+        cluster=args.cluster, workflow="wave", migration_date=args.migration_date
+    )).migration_date
+    answer = client.list_workflows(args.cluster)
+    candidates = preflight(args.cluster, answer, args.workflow or ["*"], args.metadata_dir, date,
+                           args.force)
+    if not args.dry_run:
+        for candidate in candidates:
+            if candidate.status in ("migratable", "caveats"):
+                _migrate_candidate(client, args, candidate, date)
+    if args.json:
+        print(json.dumps(
+            {
+                "cluster": args.cluster,
+                "migration_date": _iso(_epoch(date)),
+                "dry_run": args.dry_run,
+                "workflows": [_candidate_json(candidate) for candidate in candidates],
+            },
+            indent=2,
+        ))
+    else:
+        _print_wave(candidates, args.dry_run)
+    return candidates
+
+
+def preflight(cluster: str, answer: pb.ListWorkflowsResponse, patterns: Sequence[str],
+              folder: str, migration_date: datetime, force: bool) -> list[Candidate]:
+    """Classify the workflows of ``answer`` (the cluster's ListWorkflows) whose names match
+    ``patterns``; a plain name that matches nothing is blocked as unknown."""
+    summaries = {summary.name: summary for summary in answer.workflows}
+    names = sorted(name for name in summaries
+                   if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
+    candidates = [
+        Candidate(pattern, "blocked", ["no such workflow in the cluster"])
+        for pattern in patterns if not _is_glob(pattern) and pattern not in summaries
+    ]
+    for name in names:
+        metadata = MigrationMetadata(cluster, name, migration_date)
+        candidates.append(_classify(summaries[name], metadata, folder, force))
+    return sorted(candidates, key=lambda candidate: candidate.workflow)
+
+
+def _classify(summary: pb.WorkflowSummary, metadata: MigrationMetadata, folder: str,
+              force: bool) -> Candidate:
+    candidate = Candidate(summary.name, "migratable", fingerprint=summary.fingerprint)
+    if summary.status == pb.PARSE_STATUS_BROKEN:
+        candidate.status = "blocked"
+        candidate.notes = [f"broken: {_one_line(error.message)}" for error in summary.errors]
+        candidate.notes = candidate.notes or ["broken"]
+        return candidate
+    schedule = summary.schedule
+    if not summary.HasField("schedule") or schedule.recurrence_seconds <= 0:
+        candidate.status, candidate.notes = "blocked", ["no usable schedule"]
+        return candidate
+    candidate.handover = handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
+                                  metadata.migration_epoch)
+    existing = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
+    problem = _existing_problem(folder, metadata, force)
+    if problem:
+        candidate.status, candidate.notes = "blocked", [problem]
+        return candidate
+    if os.path.exists(existing) and not force and read_metadata(existing) == metadata:
+        candidate.status, candidate.path = "migrated", existing
+        return candidate
+    if summary.status == pb.PARSE_STATUS_STALE:
+        candidate.notes.append("stale: the latest definition fails to parse; the last good "
+                               "version is migrated")
+    if summary.dynamic:
+        candidate.notes.append("dynamic: its layout changes between parses of the same files")
+    if schedule.overrun_policy in _OVERRUN_CAVEATS:
+        candidate.notes.append(_OVERRUN_CAVEATS[schedule.overrun_policy])
+    if candidate.notes:
+        candidate.status = "caveats"
+    return candidate
+
+
+def _existing_problem(folder: str, metadata: MigrationMetadata, force: bool) -> str:
+    """Why a metadata file already there stops this migration ("" when nothing does).
+
+    Moving the migration date of a workflow already handed over would make Airflow skip
+    or repeat runs; that takes --force. A rolled-back workflow migrates again from any
+    date at or after its rollback date: Pinball ran the grid points up to then.
+    """
+    path = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
+    if force or not os.path.exists(path):
+        return ""
+    try:
+        existing = read_metadata(path)
+    except MetadataError as exc:
+        return f"{exc}; use --force to replace it"
+    if existing.rollback_date is not None:
+        if metadata.migration_date < existing.rollback_date:
+            return (f"{path} was rolled back on {_iso(existing.rollback_epoch)}; migrate it "
+                    "again with a migration date at or after that")
+        return ""
+    if existing != metadata:
+        return (f"{path} already migrates on {_iso(existing.migration_epoch)}; "
+                "use --force to change the migration date")
+    return ""
+
+
+def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
+                       candidate: Candidate, date: datetime) -> None:
+    metadata = MigrationMetadata(args.cluster, candidate.workflow, date)
+    try:
+        migrated = client.migrated_workflow(metadata)
+    except TokenFetcherError as exc:
+        candidate.status, candidate.notes = "blocked", [_one_line(str(exc))]
+        return
+    if migrated.status == pb.PARSE_STATUS_BROKEN:
+        candidate.status, candidate.notes = "blocked", ["broken"]
+        return
+    candidate.path = _write_migration(args.metadata_dir, migrated)
+    candidate.fingerprint, candidate.handover = migrated.fingerprint, migrated.handover
+    candidate.written = True
+
+
+def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
+    metadata, schedule = migrated.metadata, migrated.spec.schedule
+    path = write_metadata(folder, metadata)
+    append_record(folder, Record(
+        action="migrate",
+        cluster=metadata.cluster_name,
+        workflow=metadata.workflow_name,
+        time=int(time.time()),
+        user=current_user(),
+        fingerprint=migrated.fingerprint,
+        migration_date=metadata.migration_epoch,
+        reference=schedule.reference_time.seconds,
+        recurrence_seconds=schedule.recurrence_seconds,
+        last_legacy_run=migrated.handover.last_legacy_run,
+        first_new_run=migrated.handover.first_new_run,
+    ))
+    return path
+
+
+def _print_wave(candidates: Sequence[Candidate], dry_run: bool) -> None:
+    rows = []
+    for candidate in candidates:
+        status = candidate.status
+        if candidate.written:
+            status += " (written)"
+        elif dry_run and status in ("migratable", "caveats"):
+            status += " (dry run)"
+        first = _iso(candidate.handover.first_new_run) if candidate.handover else ""
+        rows.append([candidate.workflow, status, first, "; ".join(candidate.notes)])
+    _print_table(["WORKFLOW", "STATUS", "FIRST AIRFLOW RUN", "NOTES"], rows)
+    counts: dict[str, int] = {}
+    for candidate in candidates:
+        counts[candidate.status] = counts.get(candidate.status, 0) + 1
+    print(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or
+          "no workflow matched")
+
+
+def _candidate_json(candidate: Candidate) -> dict[str, Any]:
+    runs = candidate.handover
+    return {
+        "workflow": candidate.workflow,
+        "status": candidate.status,
+        "notes": candidate.notes,
+        "written": candidate.written,
+        "path": candidate.path or None,
+        "fingerprint": candidate.fingerprint or None,
+        "last_legacy_run": _iso(runs.last_legacy_run) or None if runs else None,
+        "first_new_run": _iso(runs.first_new_run) if runs else None,
+    }
+
+
+# --- rollback -----------------------------------------------------------------------
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    return _run(args, lambda client: _rollback(client, args))
+
+
+def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
+    path = metadata_path(args.metadata_dir, args.cluster, args.workflow)
+    if not os.path.exists(path):
+        raise CommandError(f"{path} does not exist: {args.cluster}/{args.workflow} is not "
+                           "migrated")
+    current = read_metadata(path)
+    # Through the file parser: the same date forms, and a rollback date before the
+    # migration date is refused with the file's message.
+    document = json.loads(current.to_json())
+    document["rollback_date"] = args.rollback_date
+    rolled = parse_metadata(json.dumps(document), f"--rollback-date {args.rollback_date!r}")
+    if current.rollback_date is not None and current.rollback_date != rolled.rollback_date:
+        raise CommandError(f"{path} was already rolled back on {_iso(current.rollback_epoch)}")
+    fingerprint, reference, recurrence = _schedule_for_rollback(client, args.metadata_dir,
+                                                                current)
+    assert rolled.rollback_epoch is not None
+    back = rollback_handover(reference, recurrence, rolled.migration_epoch, rolled.rollback_epoch)
+    written = write_metadata(args.metadata_dir, rolled)
+    append_record(args.metadata_dir, Record(
+        action="rollback",
+        cluster=rolled.cluster_name,
+        workflow=rolled.workflow_name,
+        time=int(time.time()),
+        user=current_user(),
+        fingerprint=fingerprint,
+        migration_date=rolled.migration_epoch,
+        reference=reference,
+        recurrence_seconds=recurrence,
+        rollback_date=rolled.rollback_epoch,
+        last_new_run=back.last_new_run,
+        first_legacy_run=back.first_legacy_run,
+    ))
+    if args.json:
+        print(json.dumps(
+            {
+                "path": written,
+                "fingerprint": fingerprint,
+                "migration_date": _iso(rolled.migration_epoch),
+                "rollback_date": _iso(rolled.rollback_epoch),
+                "last_new_run": _iso(back.last_new_run) or None,
+                "first_legacy_run": _iso(back.first_legacy_run),
+            },
+            indent=2,
+        ))
+        return
+    print(f"wrote {written}")
+    _print_fields([
+        ("migration date", _iso(rolled.migration_epoch)),
+        ("rollback date", _iso(rolled.rollback_epoch)),
+        ("last Airflow run", _iso(back.last_new_run) or _NO_AIRFLOW),
+        ("first Pinball run", _iso(back.first_legacy_run)),
+    ])
+
+
+def _schedule_for_rollback(client: TokenFetcherClient, folder: str,
+                           metadata: MigrationMetadata) -> tuple[str, int, int]:
+    """(fingerprint, reference, recurrence) of the schedule Airflow runs: the server's,
+    or, when the server cannot give one (the workflow broke, say), the one recorded at
+    its migration."""
+    try:
+        migrated = client.migrated_workflow(metadata)
+        schedule = migrated.spec.schedule
+        return migrated.fingerprint, schedule.reference_time.seconds, schedule.recurrence_seconds
+    except TokenFetcherError as exc:
+        records, _ = read_records(folder)
+        for record in reversed(records):
+            if (record.action, record.cluster, record.workflow) == (
+                    "migrate", metadata.cluster_name, metadata.workflow_name):
+                return record.fingerprint, record.reference, record.recurrence_seconds
+        raise CommandError(f"{exc}; and the migration record has no schedule for "
+                           f"{metadata.cluster_name}/{metadata.workflow_name}") from None
+
+
+# --- migrations list / report -------------------------------------------------------
+
+
+def list_command(args: argparse.Namespace) -> int:
+    try:
+        records, errors = read_records(args.metadata_dir)
+    except OSError as exc:
+        return _fail(args, EXIT_ERROR, exc)
+    records = [record for record in records
+               if args.cluster in (None, record.cluster) and args.workflow in (None,
+                                                                                record.workflow)]
+    if args.json:
+        for record in records:
+            print(record.to_json())
+    else:
+        rows = [
+            [
+                _iso(record.time),
+                record.action,
+                f"{record.cluster}/{record.workflow}",
+                record.user,
+                _iso(record.migration_date),
+                _iso(record.rollback_date),
+                record.fingerprint[:12],
+                _record_handover(record),
+            ]
+            for record in records
+        ]
+        _print_table(["TIME", "ACTION", "WORKFLOW", "USER", "MIGRATION DATE", "ROLLBACK DATE",
+                      "FINGERPRINT", "HANDOVER"], rows)
+    for error in errors:
+        print(f"token-fetcher migrations list: error: {error}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _record_handover(record: Record) -> str:
+    if record.action == "migrate":
+        return (f"Pinball to {_iso(record.last_legacy_run) or 'none'}, "
+                f"Airflow from {_iso(record.first_new_run)}")
+    return (f"Airflow to {_iso(record.last_new_run) or 'none'}, "
+            f"Pinball from {_iso(record.first_legacy_run)}")
+
+
+def report_command(args: argparse.Namespace) -> int:
+    def run(client: TokenFetcherClient) -> None:
+        discovery = discover_metadata(args.metadata_dir)
+        records, record_errors = read_records(args.metadata_dir)
+        clusters = sorted({entry.cluster_name for entry in discovery.entries}
+                          | {record.cluster for record in records})
+        answers: dict[str, pb.ListWorkflowsResponse | str] = {}
+        for cluster in clusters:
+            try:
+                answers[cluster] = client.list_workflows(cluster)
+            except TokenFetcherError as exc:
+                answers[cluster] = _one_line(str(exc))
+        problems = [str(error) for error in (*discovery.errors, *record_errors)]
+        page = report.build_report(discovery.entries, records, answers, problems,
+                                   now=int(time.time()))
+        report.write_html(args.html, page)
+        print(f"wrote {args.html}: " + ", ".join(
+            f"{count} {status}" for status, count in page.counts.items()))
+
+    return _run(args, run)
+
+
+# --- plumbing -----------------------------------------------------------------------
+
+
+def _handover_fields(metadata: MigrationMetadata, runs: Handover) -> list[tuple[str, str]]:
+    return [
+        ("migration date", _iso(metadata.migration_epoch)),
+        ("last legacy run", _iso(runs.last_legacy_run) or _NO_LEGACY),
+        ("first new run", _iso(runs.first_new_run)),
+    ]
+
+
+def _epoch(value: datetime) -> int:
+    return int(value.astimezone(UTC).timestamp())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _usage(args: argparse.Namespace, message: str) -> int:
+    return _fail(args, 2, UsageError(message))
+
+
+def _fail(args: argparse.Namespace, code: int, exc: BaseException) -> int:
+    print(f"token-fetcher {args.client_command}: error: {_one_line(str(exc))}", file=sys.stderr)
+    return code
