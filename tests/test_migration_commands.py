@@ -55,18 +55,18 @@ def make_run(target: str, capsys: pytest.CaptureFixture[str]) -> Run:
 
 
 @pytest.fixture
-def fake() -> FakeTokenFetcher:
+def fake() -> Iterator[FakeTokenFetcher]:
+    """A fake server with one workflow, alpha (the fake lives on as ``fake.server``)."""
     fake = FakeTokenFetcher()
-    for name in ("alpha", "beta"):
-        fake.put(make_spec(name))
-    return fake
+    fake.put(make_spec("alpha"))
+    fake.server = Server(fake)
+    yield fake
+    fake.server.stop()
 
 
 @pytest.fixture
-def fake_run(fake: FakeTokenFetcher, capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
-    server = Server(fake)
-    yield make_run(server.target, capsys)
-    server.stop()
+def fake_run(fake: FakeTokenFetcher, capsys: pytest.CaptureFixture[str]) -> Run:
+    return make_run(fake.server.target, capsys)
 
 
 def migrate_args(folder, date: str = "2020-03-01 12:00:00", workflow: str = "alpha") -> list[str]:
