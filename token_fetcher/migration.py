@@ -35,6 +35,7 @@ __all__ = [
     "discover_metadata",
     "handover",
     "metadata_path",
+    "parse_date",
     "parse_metadata",
     "read_metadata",
     "rollback_handover",
@@ -209,7 +210,9 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _parse_date(value: str, key: str = "migration_date") -> datetime:
+def parse_date(value: str, key: str = "migration_date") -> datetime:
+    """A date as metadata files write it, in UTC (the fraction dropped); ``key`` names it
+    in the ValueError."""
     match = _DATE_RE.fullmatch(value)
     if match is None:
         raise ValueError(f"{key} {value!r} is not a date and time: {_DATE_FORMS}")
@@ -278,7 +281,7 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
             problems.append(f"{key} must be a string, got {_describe(data[key])}")
         elif isinstance(data.get(key), str):
             try:
-                dates[key] = _parse_date(data[key], key)
+                dates[key] = parse_date(data[key], key)
             except ValueError as exc:
                 problems.append(str(exc))
     rollback_date = dates.get(_ROLLBACK_FIELD)

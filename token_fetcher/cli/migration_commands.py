@@ -10,6 +10,7 @@ when a wave or its dry run found blocked workflows (the others are still migrate
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
 import os
@@ -28,7 +29,6 @@ from token_fetcher.cli.client_commands import (
     CommandError,
     UsageError,
     _iso,
-    _metadata_from_args,
     _print_fields,
     _print_table,
     _run,
@@ -42,7 +42,7 @@ from token_fetcher.migration import (
     discover_metadata,
     handover,
     metadata_path,
-    parse_metadata,
+    parse_date,
     read_metadata,
     rollback_handover,
     write_metadata,
@@ -156,10 +156,8 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 
 def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
-    metadata = _metadata_from_args(
-        argparse.Namespace(cluster=args.cluster, workflow=args.workflow[0],
-                           migration_date=args.migration_date)
-    )
+    date = parse_date(args.migration_date, "--migration-date")
+    metadata = MigrationMetadata(args.cluster, args.workflow[0], date)
     problem = _existing_problem(args.metadata_dir, metadata, args.force)
     if problem:
         raise CommandError(problem)
@@ -185,9 +183,7 @@ def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
 
 
 def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[Candidate]:
-    date = _metadata_from_args(argparse.Namespace(
-        cluster=args.cluster, workflow="wave", migration_date=args.migration_date
-    )).migration_date
+    date = parse_date(args.migration_date, "--migration-date")
     answer = client.list_workflows(args.cluster)
     candidates = preflight(args.cluster, answer, args.workflow or ["*"], args.metadata_dir, date,
                            args.force)
@@ -366,11 +362,9 @@ def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
         raise CommandError(f"{path} does not exist: {args.cluster}/{args.workflow} is not "
                            "migrated")
     current = read_metadata(path)
-    # Through the file parser: the same date forms, and a rollback date before the
-    # migration date is refused with the file's message.
-    document = json.loads(current.to_json())
-    document["rollback_date"] = args.rollback_date
-    rolled = parse_metadata(json.dumps(document), f"--rollback-date {args.rollback_date!r}")
+    # MigrationMetadata refuses a rollback date before the migration date.
+    rolled = dataclasses.replace(current, rollback_date=parse_date(args.rollback_date,
+                                                                   "--rollback-date"))
     if current.rollback_date is not None and current.rollback_date != rolled.rollback_date:
         raise CommandError(f"{path} was already rolled back on {_iso(current.rollback_epoch)}")
     fingerprint, reference, recurrence = _schedule_for_rollback(client, args.metadata_dir,
