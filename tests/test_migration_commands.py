@@ -323,3 +323,18 @@ def test_the_report(run: Run, json_repo: Path, real, meta) -> None:
     # json_heartbeat runs every 30 minutes from 00:15: Airflow to 2020-01-02 23:45.
     assert "Airflow to 2020-01-02 23:45:00Z; Pinball from 2020-01-03 00:15:00Z" in html
     assert "changed <code>" in html
+
+
+def test_migrate_records_a_partition_and_a_move_needs_no_force(run: Run, meta) -> None:
+    path = meta / JSON / "json_heartbeat.json"
+    assert run(*wave(meta, "--workflow", "json_heartbeat", "--partition", "east"))[0] == 0
+    assert read_metadata(path).partition == "east"
+    # Same date, another partition: the DAG moves, its runs stay; no --force needed.
+    code, out, _ = run(*wave(meta, "--workflow", "json_heartbeat", "--partition", "west"))
+    assert code == 0, out
+    assert read_metadata(path).partition == "west"
+    # The rollback keeps the partition: the same processor stops the DAG.
+    assert run("rollback", "--cluster", JSON, "--workflow", "json_heartbeat", "--metadata-dir",
+               str(meta), "--rollback-date", "2020-01-03 00:00:00")[0] == 0
+    assert read_metadata(path).partition == "west"
+    assert [record.partition for record in read_records(meta)[0]] == ["east", "west", "west"]

@@ -10,7 +10,8 @@ strictly after it is Airflow's first run (see docs/ARCHITECTURE.md, "Schedule
 alignment at the handover"). A rolled-back workflow's file also has a
 ``"rollback_date"``: Airflow keeps the grid points up to and including the last one at
 or before it, and Pinball resumes from the next one (rollback_handover()). Both splits
-are the one grid function, handover().
+are the one grid function, handover(). An optional ``"partition"`` names the DAG
+processor partition that serves the workflow (token_fetcher.partitions).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
 _FIELDS = ("cluster_name", "workflow_name", "migration_date")
 _NAME_FIELDS = ("cluster_name", "workflow_name")
 _ROLLBACK_FIELD = "rollback_date"
+_PARTITION_FIELD = "partition"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -106,8 +108,9 @@ class MigrationMetadata:
 
     ``migration_date`` must be timezone-aware; it is stored in UTC, truncated to the
     second. ``rollback_date``, when set, is normalised the same way and is never before
-    the migration date. ``path`` records where the metadata came from and takes no part
-    in equality or hashing.
+    the migration date. ``partition`` is "" unless ``migrate --partition`` recorded one.
+    ``path`` records where the metadata came from and takes no part in equality or
+    hashing.
     """
 
     cluster_name: str
@@ -115,6 +118,7 @@ class MigrationMetadata:
     migration_date: datetime
     path: str = field(default="", compare=False)
     rollback_date: datetime | None = None
+    partition: str = ""
 
     def __post_init__(self) -> None:
         for key in _NAME_FIELDS:
@@ -124,6 +128,11 @@ class MigrationMetadata:
             problem = _name_problem(key, value)
             if problem:
                 raise ValueError(problem)
+        if not isinstance(self.partition, str):
+            raise TypeError(f"partition must be a str, got {type(self.partition).__name__}")
+        problem = self.partition and _name_problem(_PARTITION_FIELD, self.partition)
+        if problem:
+            raise ValueError(problem)
         for key in ("migration_date", _ROLLBACK_FIELD):
             date = getattr(self, key)
             if date is None and key == _ROLLBACK_FIELD:
@@ -157,6 +166,8 @@ class MigrationMetadata:
         }
         if self.rollback_date is not None:
             document[_ROLLBACK_FIELD] = _stamp(self.rollback_date)
+        if self.partition:
+            document[_PARTITION_FIELD] = self.partition
         return json.dumps(document)
 
 
@@ -245,7 +256,8 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
     ``migration_date`` may be ``YYYY-MM-DD HH:MM:SS`` or ISO 8601 with ``T``, a
     fraction of a second, and ``Z`` or an offset such as ``+05:30``; without a zone it
     is UTC. Offsets are converted to UTC and the fraction is dropped. An optional
-    ``rollback_date`` takes the same forms and is not before ``migration_date``. Unknown
+    ``rollback_date`` takes the same forms and is not before ``migration_date``; an
+    optional ``partition`` is a name like the others. Unknown
     keys are
     accepted and ignored, so newer files still load in older clients; duplicate keys
     are an error. Every problem found is reported in one MetadataError.
@@ -284,6 +296,11 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
                 dates[key] = parse_date(data[key], key)
             except ValueError as exc:
                 problems.append(str(exc))
+    partition = data.get(_PARTITION_FIELD, "")
+    if not isinstance(partition, str):
+        problems.append(f"partition must be a string, got {_describe(partition)}")
+    elif partition and _name_problem(_PARTITION_FIELD, partition):
+        problems.append(str(_name_problem(_PARTITION_FIELD, partition)))
     rollback_date = dates.get(_ROLLBACK_FIELD)
     if "migration_date" in dates and rollback_date is not None:
         migration_date = _floor_to_utc_second(dates["migration_date"])
@@ -297,6 +314,7 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
         migration_date=dates["migration_date"],
         path=os.fspath(path),
         rollback_date=rollback_date,
+        partition=partition,
     )
 
 

@@ -52,7 +52,8 @@ class Record:
     A migrate fills ``last_legacy_run`` (None when Pinball never ran it) and
     ``first_new_run``; a rollback fills ``last_new_run`` (None when Airflow made no run)
     and ``first_legacy_run``. Times are UTC epoch seconds; ``reference`` and
-    ``recurrence_seconds`` are the schedule the handover was computed on.
+    ``recurrence_seconds`` are the schedule the handover was computed on; ``partition``
+    the DAG processor partition the metadata file names ("" for the hash's choice).
     """
 
     action: str
@@ -64,6 +65,7 @@ class Record:
     migration_date: int
     reference: int
     recurrence_seconds: int
+    partition: str = ""
     rollback_date: int | None = None
     last_legacy_run: int | None = None
     first_new_run: int | None = None
@@ -78,7 +80,7 @@ class Record:
         document: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is None and item.name not in _ACTION_FIELDS[self.action]:
+            if value in (None, "") and item.name not in _ACTION_FIELDS[self.action]:
                 continue
             if item.name in _DATE_FIELDS and value is not None:
                 value = _iso(value)
@@ -103,8 +105,8 @@ class Record:
                    if item.default is MISSING and item.name not in values]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
-        for key in ("cluster", "workflow", "user", "fingerprint"):
-            if not isinstance(values[key], str):
+        for key in ("cluster", "workflow", "user", "fingerprint", "partition"):
+            if key in values and not isinstance(values[key], str):
                 raise ValueError(f"{key} must be a string, got {values[key]!r}")
         if type(values["recurrence_seconds"]) is not int:
             raise ValueError(f"recurrence_seconds must be an integer, got "

@@ -28,7 +28,9 @@ Configure it in ``[dag_processor] dag_bundle_config_list``::
 ``store_dir`` must be readable by every worker (and writable by the DAG processor);
 by default it is under the bundle's local storage folder, which suits a single host.
 Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
-``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120).
+``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120), and ``partition`` with
+``partitions`` (every partition's name, the same in every bundle) to serve one share of
+the workflows (token_fetcher.partitions).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from airflow.dag_processing.bundles.base import BaseDagBundle, BundleVersion
 from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.airflow.settings import Settings
+from token_fetcher.partitions import Partitioning
 
 __all__ = ["TokenFetcherDagBundle"]
 
@@ -84,9 +87,13 @@ class TokenFetcherDagBundle(BaseDagBundle):
         timeout: float | None = None,
         retries: int | None = None,
         refresh_timeout: float = 120.0,
+        partition: str | None = None,
+        partitions: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Checked here, so a bad configuration fails when the bundle is made.
+        self.partitioning = Partitioning.parse(partition, partitions or []) if partition else None
         self._overrides = {
             "migrations_dir": migrations_dir,
             "target": target,
@@ -151,6 +158,9 @@ class TokenFetcherDagBundle(BaseDagBundle):
                 "--timeout", str(settings.timeout),
                 "--retries", str(settings.retries),
             ]  # fmt: skip
+            if self.partitioning is not None:
+                command += ["--partition", self.partitioning.name,
+                            "--partitions", ",".join(self.partitioning.names)]
             done = subprocess.run(
                 command,
                 stdin=subprocess.DEVNULL,

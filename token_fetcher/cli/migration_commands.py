@@ -92,6 +92,9 @@ def register(subparsers: Any) -> None:
                    help="show what would be migrated and what is blocked; write nothing")
     p.add_argument("--force", action="store_true",
                    help="replace a metadata file with another migration date")
+    p.add_argument("--partition", default="",
+                   help="the DAG processor partition that serves them (default: by hash); "
+                   "changing it moves a migrated workflow")
 
     p = add(subparsers, "rollback", rollback_command,
             "hand a migrated workflow back to Pinball after a date; prints Airflow's last run "
@@ -157,7 +160,7 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
     date = parse_date(args.migration_date, "--migration-date")
-    metadata = MigrationMetadata(args.cluster, args.workflow[0], date)
+    metadata = MigrationMetadata(args.cluster, args.workflow[0], date, partition=args.partition)
     problem = _existing_problem(args.metadata_dir, metadata, args.force)
     if problem:
         raise CommandError(problem)
@@ -185,8 +188,8 @@ def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
 def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[Candidate]:
     date = parse_date(args.migration_date, "--migration-date")
     answer = client.list_workflows(args.cluster)
-    candidates = preflight(args.cluster, answer, args.workflow or ["*"], args.metadata_dir, date,
-                           args.force)
+    candidates = preflight(args.cluster, answer, args.workflow or ["*"], args.metadata_dir,
+                           date, args.force, args.partition)
     if not args.dry_run:
         for candidate in candidates:
             if candidate.status in ("migratable", "caveats"):
@@ -207,7 +210,8 @@ def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[
 
 
 def preflight(cluster: str, answer: pb.ListWorkflowsResponse, patterns: Sequence[str],
-              folder: str, migration_date: datetime, force: bool) -> list[Candidate]:
+              folder: str, migration_date: datetime, force: bool,
+              partition: str = "") -> list[Candidate]:
     """Classify the workflows of ``answer`` (the cluster's ListWorkflows) whose names match
     ``patterns``; a plain name that matches nothing is blocked as unknown."""
     summaries = {summary.name: summary for summary in answer.workflows}
@@ -218,7 +222,7 @@ def preflight(cluster: str, answer: pb.ListWorkflowsResponse, patterns: Sequence
         for pattern in patterns if not _is_glob(pattern) and pattern not in summaries
     ]
     for name in names:
-        metadata = MigrationMetadata(cluster, name, migration_date)
+        metadata = MigrationMetadata(cluster, name, migration_date, partition=partition)
         candidates.append(_classify(summaries[name], metadata, folder, force))
     return sorted(candidates, key=lambda candidate: candidate.workflow)
 
@@ -262,7 +266,8 @@ def _existing_problem(folder: str, metadata: MigrationMetadata, force: bool) -> 
 
     Moving the migration date of a workflow already handed over would make Airflow skip
     or repeat runs; that takes --force. A rolled-back workflow migrates again from any
-    date at or after its rollback date: Pinball ran the grid points up to then.
+    date at or after its rollback date: Pinball ran the grid points up to then. Another
+    partition is fine: the DAG keeps its id and its runs.
     """
     path = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
     if force or not os.path.exists(path):
@@ -276,7 +281,7 @@ def _existing_problem(folder: str, metadata: MigrationMetadata, force: bool) -> 
             return (f"{path} was rolled back on {_iso(existing.rollback_epoch)}; migrate it "
                     "again with a migration date at or after that")
         return ""
-    if existing != metadata:
+    if dataclasses.replace(existing, partition=metadata.partition) != metadata:
         return (f"{path} already migrates on {_iso(existing.migration_epoch)}; "
                 "use --force to change the migration date")
     return ""
@@ -284,7 +289,8 @@ def _existing_problem(folder: str, metadata: MigrationMetadata, force: bool) -> 
 
 def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
                        candidate: Candidate, date: datetime) -> None:
-    metadata = MigrationMetadata(args.cluster, candidate.workflow, date)
+    metadata = MigrationMetadata(args.cluster, candidate.workflow, date,
+                                 partition=args.partition)
     try:
         migrated = client.migrated_workflow(metadata)
     except TokenFetcherError as exc:
@@ -309,6 +315,7 @@ def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
         user=current_user(),
         fingerprint=migrated.fingerprint,
         migration_date=metadata.migration_epoch,
+        partition=metadata.partition,
         reference=schedule.reference_time.seconds,
         recurrence_seconds=schedule.recurrence_seconds,
         last_legacy_run=migrated.handover.last_legacy_run,
@@ -380,6 +387,7 @@ def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
         user=current_user(),
         fingerprint=fingerprint,
         migration_date=rolled.migration_epoch,
+        partition=rolled.partition,
         reference=reference,
         recurrence_seconds=recurrence,
         rollback_date=rolled.rollback_epoch,
