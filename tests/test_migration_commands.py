@@ -321,7 +321,7 @@ def test_the_report(run: Run, json_repo: Path, real, meta) -> None:
     assert "<script" not in html
     assert "Cluster example_json" in html
     # json_heartbeat runs every 30 minutes from 00:15: Airflow to 2020-01-02 23:45.
-    assert "Airflow to 2020-01-02 23:45:00Z; Pinball from 2020-01-03 00:15:00Z" in html
+    assert "Airflow to 2020-01-02T23:45:00Z; Pinball from 2020-01-03T00:15:00Z" in html
     assert "changed <code>" in html
 
 
@@ -338,3 +338,17 @@ def test_migrate_records_a_partition_and_a_move_needs_no_force(run: Run, meta) -
                str(meta), "--rollback-date", "2020-01-03 00:00:00")[0] == 0
     assert read_metadata(path).partition == "west"
     assert [record.partition for record in read_records(meta)[0]] == ["east", "west", "west"]
+
+
+def test_a_wave_does_not_move_migration_dates_without_force(run: Run, meta) -> None:
+    assert run(*wave(meta, "--workflow", "json_heartbeat"))[0] == 0
+    code, out, _ = run(*wave(meta, "--workflow", "json_h*", "--json",
+                             date="2020-02-01 00:00:00"))
+    assert code == 3
+    [item] = json.loads(out)["workflows"]
+    assert item["status"] == "blocked" and "--force" in item["notes"][0]
+    assert read_metadata(meta / JSON / "json_heartbeat.json").migration_date.month == 1
+    code, out, _ = run(*wave(meta, "--workflow", "json_h*", "--force",
+                             date="2020-02-01 00:00:00"))
+    assert code == 0
+    assert read_metadata(meta / JSON / "json_heartbeat.json").migration_date.month == 2

@@ -74,11 +74,11 @@ def test_rows_per_cluster() -> None:
     core = {row.workflow: row for row in clusters["core"][0]}
     assert sorted(core) == ["alpha", "beta", "broken", "gamma", "gone"]  # "fresh" is counted
     # Migrated exactly on a run: that run is Pinball's.
-    assert core["alpha"].handover == ("Pinball to 2020-01-01 00:00:00Z; "
-                                      "Airflow from 2020-01-02 00:00:00Z")
+    assert core["alpha"].handover == ("Pinball to 2020-01-01T00:00:00Z; "
+                                      "Airflow from 2020-01-02T00:00:00Z")
     assert core["beta"].status == "rolled back"
-    assert core["beta"].handover == ("Airflow to 2020-01-03 00:00:00Z; "
-                                     "Pinball from 2020-01-04 00:00:00Z")
+    assert core["beta"].handover == ("Airflow to 2020-01-03T00:00:00Z; "
+                                     "Pinball from 2020-01-04T00:00:00Z")
     assert (core["gamma"].parse_status, core["gamma"].fingerprint_change) == ("STALE", "changed")
     assert core["alpha"].fingerprint_change == "unchanged"
     assert core["gone"].parse_status == "MISSING"

@@ -25,6 +25,7 @@ __all__ = [
     "RecordError",
     "append_record",
     "current_user",
+    "format_time",
     "read_records",
     "record_path",
 ]
@@ -83,7 +84,7 @@ class Record:
             if value in (None, "") and item.name not in _ACTION_FIELDS[self.action]:
                 continue
             if item.name in _DATE_FIELDS and value is not None:
-                value = _iso(value)
+                value = format_time(value)
             document[item.name] = value
         return json.dumps(document, ensure_ascii=False)
 
@@ -114,7 +115,8 @@ class Record:
         return cls(**values)
 
 
-def _iso(epoch: int) -> str:
+def format_time(epoch: int) -> str:
+    """Epoch seconds as the record writes them: ``YYYY-MM-DDTHH:MM:SSZ``."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from html import escape
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
@@ -21,7 +20,7 @@ from token_fetcher.migration import (
     handover,
     rollback_handover,
 )
-from token_fetcher.migration_record import Record
+from token_fetcher.migration_record import Record, format_time
 
 __all__ = ["STATUSES", "Report", "Row", "build_report", "render_html", "write_html"]
 
@@ -60,9 +59,7 @@ class Report:
 
 
 def _iso(epoch: int | None) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "" if epoch is None else format_time(epoch)
 
 
 def _handover_text(metadata: MigrationMetadata, schedule: tuple[int, int] | None) -> str:

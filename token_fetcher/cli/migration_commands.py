@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fnmatch
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from token_fetcher import report
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.cli.client_commands import (
+    _NO_LEGACY,
     EXIT_ERROR,
     EXIT_OK,
     CommandError,
@@ -37,10 +36,8 @@ from token_fetcher.cli.client_commands import (
 from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
 from token_fetcher.migration import (
     Handover,
-    MetadataError,
     MigrationMetadata,
     discover_metadata,
-    handover,
     metadata_path,
     parse_date,
     read_metadata,
@@ -48,24 +45,12 @@ from token_fetcher.migration import (
     write_metadata,
 )
 from token_fetcher.migration_record import Record, append_record, current_user, read_records
+from token_fetcher.migration_wave import Candidate, existing_problem, is_glob, preflight
 
 __all__ = ["EXIT_BLOCKED", "register"]
 
 EXIT_BLOCKED = 3
-_NO_LEGACY = "none (the migration date is before the schedule's reference)"
 _NO_AIRFLOW = "none (rolled back before Airflow's first run)"
-# How Pinball's overrun policies map to Airflow where the mapping is not exact
-# (docs/airflow.md, "Overrun policies").
-_OVERRUN_CAVEATS = {
-    pb.OVERRUN_POLICY_UNSPECIFIED: "overrun SKIP: a run that comes while one is active waits "
-    "and runs late instead of being dropped",
-    pb.OVERRUN_POLICY_SKIP: "overrun SKIP: a run that comes while one is active waits and runs "
-    "late instead of being dropped",
-    pb.OVERRUN_POLICY_DELAY_UNTIL_SUCCESS: "overrun DELAY_UNTIL_SUCCESS: each task waits for "
-    "its own previous instance, not the whole previous run",
-    pb.OVERRUN_POLICY_ABORT_RUNNING: "overrun ABORT_RUNNING: an active run is failed when it "
-    "is one recurrence old, not when the next run time comes",
-}
 
 
 def register(subparsers: Any) -> None:
@@ -123,27 +108,9 @@ def register(subparsers: Any) -> None:
 # --- migrate ------------------------------------------------------------------------
 
 
-@dataclass
-class Candidate:
-    """One workflow of a wave: ``status`` is migratable, caveats, blocked or migrated
-    (already, with the same date); ``notes`` say why (the caveats or what blocks it)."""
-
-    workflow: str
-    status: str
-    notes: list[str] = field(default_factory=list)
-    fingerprint: str = ""
-    handover: Handover | None = None
-    path: str = ""
-    written: bool = False
-
-
 def _is_single(args: argparse.Namespace) -> bool:
     return (not args.all and not args.dry_run and len(args.workflow) == 1
-            and not _is_glob(args.workflow[0]))
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(char in pattern for char in "*?[")
+            and not is_glob(args.workflow[0]))
 
 
 def migrate_command(args: argparse.Namespace) -> int:
@@ -161,7 +128,7 @@ def migrate_command(args: argparse.Namespace) -> int:
 def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
     date = parse_date(args.migration_date, "--migration-date")
     metadata = MigrationMetadata(args.cluster, args.workflow[0], date, partition=args.partition)
-    problem = _existing_problem(args.metadata_dir, metadata, args.force)
+    problem = existing_problem(args.metadata_dir, metadata, args.force)
     if problem:
         raise CommandError(problem)
     # migrated_workflow() checks the server's handover against the spec's schedule.
@@ -207,84 +174,6 @@ def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[
     else:
         _print_wave(candidates, args.dry_run)
     return candidates
-
-
-def preflight(cluster: str, answer: pb.ListWorkflowsResponse, patterns: Sequence[str],
-              folder: str, migration_date: datetime, force: bool,
-              partition: str = "") -> list[Candidate]:
-    """Classify the workflows of ``answer`` (the cluster's ListWorkflows) whose names match
-    ``patterns``; a plain name that matches nothing is blocked as unknown."""
-    summaries = {summary.name: summary for summary in answer.workflows}
-    names = sorted(name for name in summaries
-                   if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
-    candidates = [
-        Candidate(pattern, "blocked", ["no such workflow in the cluster"])
-        for pattern in patterns if not _is_glob(pattern) and pattern not in summaries
-    ]
-    for name in names:
-        metadata = MigrationMetadata(cluster, name, migration_date, partition=partition)
-        candidates.append(_classify(summaries[name], metadata, folder, force))
-    return sorted(candidates, key=lambda candidate: candidate.workflow)
-
-
-def _classify(summary: pb.WorkflowSummary, metadata: MigrationMetadata, folder: str,
-              force: bool) -> Candidate:
-    candidate = Candidate(summary.name, "migratable", fingerprint=summary.fingerprint)
-    if summary.status == pb.PARSE_STATUS_BROKEN:
-        candidate.status = "blocked"
-        candidate.notes = [f"broken: {_one_line(error.message)}" for error in summary.errors]
-        candidate.notes = candidate.notes or ["broken"]
-        return candidate
-    schedule = summary.schedule
-    if not summary.HasField("schedule") or schedule.recurrence_seconds <= 0:
-        candidate.status, candidate.notes = "blocked", ["no usable schedule"]
-        return candidate
-    candidate.handover = handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
-                                  metadata.migration_epoch)
-    existing = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
-    problem = _existing_problem(folder, metadata, force)
-    if problem:
-        candidate.status, candidate.notes = "blocked", [problem]
-        return candidate
-    if os.path.exists(existing) and not force and read_metadata(existing) == metadata:
-        candidate.status, candidate.path = "migrated", existing
-        return candidate
-    if summary.status == pb.PARSE_STATUS_STALE:
-        candidate.notes.append("stale: the latest definition fails to parse; the last good "
-                               "version is migrated")
-    if summary.dynamic:
-        candidate.notes.append("dynamic: its layout changes between parses of the same files")
-    if schedule.overrun_policy in _OVERRUN_CAVEATS:
-        candidate.notes.append(_OVERRUN_CAVEATS[schedule.overrun_policy])
-    if candidate.notes:
-        candidate.status = "caveats"
-    return candidate
-
-
-def _existing_problem(folder: str, metadata: MigrationMetadata, force: bool) -> str:
-    """Why a metadata file already there stops this migration ("" when nothing does).
-
-    Moving the migration date of a workflow already handed over would make Airflow skip
-    or repeat runs; that takes --force. A rolled-back workflow migrates again from any
-    date at or after its rollback date: Pinball ran the grid points up to then. Another
-    partition is fine: the DAG keeps its id and its runs.
-    """
-    path = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
-    if force or not os.path.exists(path):
-        return ""
-    try:
-        existing = read_metadata(path)
-    except MetadataError as exc:
-        return f"{exc}; use --force to replace it"
-    if existing.rollback_date is not None:
-        if metadata.migration_date < existing.rollback_date:
-            return (f"{path} was rolled back on {_iso(existing.rollback_epoch)}; migrate it "
-                    "again with a migration date at or after that")
-        return ""
-    if dataclasses.replace(existing, partition=metadata.partition) != metadata:
-        return (f"{path} already migrates on {_iso(existing.migration_epoch)}; "
-                "use --force to change the migration date")
-    return ""
 
 
 def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
