@@ -13,7 +13,9 @@ from token_fetcher import __version__
 from token_fetcher.cli import (
     airflow_commands,
     client_commands,
+    compare_command,
     migration_commands,
+    resource_commands,
     server_commands,
 )
 
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.register(subparsers)
     migration_commands.register(subparsers)
     airflow_commands.register(subparsers)
+    compare_command.register(subparsers)
+    resource_commands.register(subparsers)
     return parser
 
 
