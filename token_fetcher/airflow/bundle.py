@@ -34,7 +34,8 @@ Configure it in ``[dag_processor] dag_bundle_config_list``::
 by default it is under the bundle's local storage folder, which suits a single host.
 Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
 ``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120), ``keep_versions``
-(10).
+(10), and ``partition`` with ``partitions`` (every partition's name, the same in every
+bundle) to serve one share of the workflows (token_fetcher.partitions).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from token_fetcher.airflow import (
 )
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
 from token_fetcher.airflow.settings import Settings
+from token_fetcher.partitions import Partitioning
 
 __all__ = ["TokenFetcherDagBundle"]
 
@@ -96,11 +98,15 @@ class TokenFetcherDagBundle(BaseDagBundle):
         retries: int | None = None,
         refresh_timeout: float = 120.0,
         keep_versions: int = 10,
+        partition: str | None = None,
+        partitions: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if keep_versions < 1:
             raise ValueError(f"bundle {self.name}: keep_versions must be at least 1")
+        # Checked here, so a bad configuration fails when the bundle is made.
+        self.partitioning = Partitioning.parse(partition, partitions or []) if partition else None
         self._overrides = {
             "migrations_dir": migrations_dir,
             "target": target,
@@ -166,6 +172,9 @@ class TokenFetcherDagBundle(BaseDagBundle):
                 "--timeout", str(settings.timeout),
                 "--retries", str(settings.retries),
             ]  # fmt: skip
+            if self.partitioning is not None:
+                command += ["--partition", self.partitioning.name,
+                            "--partitions", ",".join(self.partitioning.names)]
             done = subprocess.run(
                 command,
                 stdin=subprocess.DEVNULL,

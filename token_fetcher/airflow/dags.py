@@ -223,7 +223,8 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
         raise ValueError(problem)
     schedule = spec.schedule
     timetable = PinballTimetable(
-        schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run
+        schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run,
+        stop_after=layout.metadata.rollback_epoch,
     )
     dag_args = overrun_arguments(schedule)
     kube = settings.kubernetes

@@ -42,6 +42,7 @@ from token_fetcher.client import (
     Unavailable,
 )
 from token_fetcher.migration import MetadataError, MigrationMetadata, parse_metadata
+from token_fetcher.partitions import Partitioning
 
 __all__ = [
     "Layout",
@@ -677,11 +678,18 @@ def build_manifest(
     *,
     cache: LayoutCache | None = None,
     previous: Manifest | None = None,
+    partitioning: Partitioning | None = None,
 ) -> Manifest:
     """Discover the metadata files and resolve them (one round trip) into a manifest;
-    a workflow the server cannot answer for keeps its layout from ``previous``."""
+    a workflow the server cannot answer for keeps its layout from ``previous``. With
+    ``partitioning``, only that partition's workflows."""
     discovery = migration.discover_metadata(migrations_dir)
     problems = [_metadata_problem(error) for error in discovery.errors]
+    entries = discovery.entries
+    if partitioning is not None:
+        entries, misplaced = partitioning.select(entries)
+        problems += [Problem(str(item), item.metadata.path, item.metadata.cluster_name,
+                             item.metadata.workflow_name) for item in misplaced]
     for cluster, workflow, paths in discovery.duplicates:
         _log.warning(
             "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
@@ -691,7 +699,7 @@ def build_manifest(
             paths[0],
         )
     fallback = {layout.dag_id: layout for layout in previous.layouts} if previous else None
-    resolution = resolve_layouts(client, discovery.entries, cache=cache, fallback=fallback)
+    resolution = resolve_layouts(client, entries, cache=cache, fallback=fallback)
     return Manifest(resolution.layouts, tuple(problems) + resolution.problems)
 
 
@@ -714,7 +722,10 @@ def _main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--previous", default="", help="the manifest to fall back on")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--partition", default="", help="only this partition's workflows")
+    parser.add_argument("--partitions", default="", help="every partition's name, a,b,c")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    partitioning = Partitioning.parse(args.partition, args.partitions) if args.partition else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     previous = None
     if args.previous and os.path.exists(args.previous):
@@ -725,7 +736,8 @@ def _main(argv: Iterable[str] | None = None) -> int:
     cache = LayoutCache(args.cache_dir) if args.cache_dir else None
     with TokenFetcherClient(args.target, timeout=args.timeout, retries=args.retries) as client:
         try:
-            manifest = build_manifest(client, args.migrations_dir, cache=cache, previous=previous)
+            manifest = build_manifest(client, args.migrations_dir, cache=cache, previous=previous,
+                                      partitioning=partitioning)
         except TokenFetcherError as exc:
             print(f"token-fetcher: {exc}", file=sys.stderr)
             return 1
