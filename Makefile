@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 CONFIG ?= examples/token-fetcher.yaml
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+# setuptools explains every editable install of a flat layout in a 10-line notice that
+# --quiet does not silence; only that notice is filtered, other warnings still show.
+QUIET_EDITABLE := PYTHONWARNINGS=ignore::UserWarning:setuptools.command.editable_wheel
 
 .PHONY: install run test test-airflow lint proto bench clean docker
 
@@ -15,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 run: install
@@ -31,7 +34,7 @@ test-airflow: $(AIRFLOW_STAMP)
 $(AIRFLOW_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
+	$(QUIET_EDITABLE) $(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
 	touch $@
 
 lint: install
