@@ -12,12 +12,19 @@ import threading
 import time
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(subparsers) -> None:
     serve = subparsers.add_parser("serve", help="run the token fetcher server")
     serve.add_argument("--config", required=True, help="the server's YAML configuration")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                       metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)} (default INFO)")
+    serve.add_argument("--log-format", default="text", choices=("text", "json"),
+                       help="text (default), or json: one JSON object per line with "
+                            "timestamp, level, logger and message")
     serve.set_defaults(func=serve_command)
 
     validate = subparsers.add_parser(
@@ -44,31 +51,66 @@ def register(subparsers) -> None:
     health.set_defaults(func=health_command)
 
 
+def configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(
+            "%(levelname)s %(name)s %(message)s", timestamp=True,
+            rename_fields={"levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def install_stop_signals() -> int:
+    """Make SIGTERM and SIGINT wake the returned file descriptor; read it to wait.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds a lock, so a handler that takes one (``threading.Event.set()`` does)
+    deadlocks when a second signal interrupts the first handler. Here the handler does
+    nothing at all: the interpreter's C-level handler writes the signal number to the
+    wakeup fd, which is what the main thread waits on.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # set_wakeup_fd requires it
+    signal.set_wakeup_fd(write_end)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _ignore_signal)
+    return read_end
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Replaces the default action; the wakeup fd carries the signal (see above)."""
+
+
 def serve_command(args: argparse.Namespace) -> int:
     from token_fetcher.config import ConfigError, load_config
     from token_fetcher.server import TokenFetcherServer
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
+    log = logging.getLogger("token_fetcher")
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 2
+    # Before the server starts: a signal during the first load stops it cleanly too.
+    stop_signals = install_stop_signals()
     try:
         server = TokenFetcherServer(config)
         server.start()
     except OSError as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    logging.getLogger("token_fetcher").info(
-        "listening on %s (port %d), metrics on %s; clusters: %s", config.listen, server.port,
-        config.metrics or "off", ", ".join(config.clusters))
-    stop.wait()
-    logging.getLogger("token_fetcher").info("shutting down")
+    log.info("listening on %s (port %d), metrics on %s; clusters: %s", config.listen,
+             server.port, config.metrics or "off", ", ".join(config.clusters))
+    while (signum := os.read(stop_signals, 1)[0]) not in _STOP_SIGNALS:
+        pass  # another signal with a Python handler: not ours to act on
+    # Later signals (make forwards SIGTERM to the process group too) write to the same
+    # pipe and change nothing: the drain below runs to its end.
+    log.info("%s received; shutting down", signal.Signals(signum).name)
     server.stop()
     return 0
 
