@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import cachetools
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from token_fetcher import migration
@@ -45,8 +45,8 @@ __all__ = [
     "Broken",
     "ContractError",
     "DEFAULT_TARGET",
+    "Handover",
     "InvalidArgument",
-    "LayoutSnapshot",
     "MigratedWorkflow",
     "NotFound",
     "SpecResult",
@@ -153,6 +153,18 @@ class SpecResult:
 
 
 @dataclass(frozen=True)
+class Handover:
+    """Where Pinball stops and Airflow starts, as aware UTC datetimes: grid points at or
+    before ``migration_date`` are Pinball's, ``first_new_run`` (the first one strictly
+    after it) is Airflow's first run. ``last_legacy_run`` is None when the migration date
+    is before the schedule's reference time, so Pinball never ran the workflow."""
+
+    migration_date: datetime
+    last_legacy_run: datetime | None
+    first_new_run: datetime
+
+
+@dataclass(frozen=True)
 class MigratedWorkflow:
     """What the DagBag needs for one metadata file: the spec, its fingerprint and the
     handover (computed from the spec's schedule; checked against the server's)."""
@@ -160,74 +172,10 @@ class MigratedWorkflow:
     metadata: MigrationMetadata
     spec: pb.WorkflowSpec
     fingerprint: str
-    handover: migration.Handover
+    handover: Handover
     status: int
     errors: tuple[pb.ParseError, ...]
     stale: bool = False
-
-
-_SNAPSHOT_MAGIC = b"TFLS"
-_SNAPSHOT_VERSION = 1
-_SNAPSHOT_HEADER = struct.Struct(">4sB")
-_LENGTH = struct.Struct(">I")
-
-
-@dataclass(frozen=True)
-class LayoutSnapshot:
-    """The layout a DagRun is bound to: the job tokens rendered for its run time and
-    the spec at the same fingerprint. Restorable from bytes without the server."""
-
-    tokens: pb.GetJobTokensResponse
-    spec: pb.WorkflowSpec
-
-    @property
-    def fingerprint(self) -> str:
-        return self.tokens.fingerprint
-
-    @property
-    def run_time(self) -> datetime:
-        return _EPOCH + timedelta(seconds=self.tokens.run_time.seconds)
-
-    def to_bytes(self) -> bytes:
-        """``b"TFLS"``, a version byte (1), then the GetJobTokensResponse and the
-        WorkflowSpec, each as a 4-byte big-endian length and its deterministic
-        protobuf serialization."""
-        parts = [_SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, _SNAPSHOT_VERSION)]
-        for message in (self.tokens, self.spec):
-            data = message.SerializeToString(deterministic=True)
-            parts += [_LENGTH.pack(len(data)), data]
-        return b"".join(parts)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> LayoutSnapshot:
-        """Parse to_bytes() output; anything else raises ValueError."""
-        view = memoryview(data)
-        if len(view) < _SNAPSHOT_HEADER.size:
-            raise ValueError("layout snapshot: too short")
-        magic, version = _SNAPSHOT_HEADER.unpack_from(view)
-        if magic != _SNAPSHOT_MAGIC:
-            raise ValueError("layout snapshot: not a layout snapshot (bad magic)")
-        if version != _SNAPSHOT_VERSION:
-            raise ValueError(f"layout snapshot: unsupported version {version}")
-        offset = _SNAPSHOT_HEADER.size
-        messages: list[Any] = []
-        for message_type in (pb.GetJobTokensResponse, pb.WorkflowSpec):
-            if offset + _LENGTH.size > len(view):
-                raise ValueError("layout snapshot: truncated")
-            (length,) = _LENGTH.unpack_from(view, offset)
-            offset += _LENGTH.size
-            if offset + length > len(view):
-                raise ValueError("layout snapshot: truncated")
-            message = message_type()
-            try:
-                message.ParseFromString(bytes(view[offset : offset + length]))
-            except Exception as exc:  # protobuf's DecodeError; its module varies
-                raise ValueError(f"layout snapshot: bad {message_type.__name__}") from exc
-            messages.append(message)
-            offset += length
-        if offset != len(view):
-            raise ValueError("layout snapshot: trailing bytes")
-        return cls(tokens=messages[0], spec=messages[1])
 
 
 class WorkflowWatch:
@@ -294,6 +242,10 @@ def _timestamp(value: datetime, name: str = "run_time") -> Timestamp:
         # A fraction would name another run (the instance is the epoch milliseconds).
         raise ValueError(f"{name} must be whole seconds, got {value.isoformat()}")
     return Timestamp(seconds=(value - _EPOCH) // _ONE_SECOND)
+
+
+def _utc(epoch: int) -> datetime:
+    return _EPOCH + timedelta(seconds=epoch)
 
 
 def _server_handover(message: pb.Handover) -> migration.Handover:
@@ -492,15 +444,19 @@ class TokenFetcherClient:
         *,
         fingerprint: str = "",
         jobs: Iterable[str] = (),
+        manual: bool = False,
     ) -> pb.GetJobTokensResponse:
         """The job tokens for the run at ``run_time`` (aware, or naive meaning UTC;
-        whole seconds), from the current layout or the one pinned by ``fingerprint``."""
+        whole seconds), from the current layout or the one pinned by ``fingerprint``.
+        ``run_time`` must be one of the schedule's runs (else InvalidArgument naming the
+        runs before and after it) unless ``manual`` (a run started by hand)."""
         request = pb.GetJobTokensRequest(
             cluster=cluster,
             workflow=workflow,
             run_time=_timestamp(run_time),
             jobs=list(jobs),
             fingerprint=fingerprint,
+            manual=manual,
         )
         return self._call("GetJobTokens", request)
 
@@ -517,6 +473,27 @@ class TokenFetcherClient:
             migrations=[_resolve_request(_as_metadata(item), "") for item in items]
         )
         return list(self._call("BatchResolveMigrations", request).results)
+
+    def server_info(self) -> pb.ServerInfo:
+        """Version, start time, isolation and the state of every cluster."""
+        return self._call("GetServerInfo", pb.GetServerInfoRequest())
+
+    def reload(self, cluster: str) -> pb.ReloadResponse:
+        """Re-parse a cluster now and wait for the outcome (PERMISSION_DENIED when the
+        server disables Reload)."""
+        return self._call("Reload", pb.ReloadRequest(cluster=cluster))
+
+    def health(self, service: str = "") -> str:
+        """The health service's status of ``service`` ("": the server) by name, e.g.
+        "SERVING" or "NOT_SERVING"; one attempt, no retries, as a probe wants."""
+        self._check_open()
+        try:
+            response = health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise error_for(exc.code(), exc.details() or "") from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def watch(self, cluster: str = "", timeout: float | None = None) -> WorkflowWatch:
         """Stream workflow events (all clusters when ``cluster`` is empty). The stream
@@ -593,28 +570,6 @@ class TokenFetcherClient:
                 results[index] = self._settle(metadata, key, entry, seen, started, outcome)
             except TokenFetcherError as exc:
                 results[index] = exc
-
-    def layout_for_run(
-        self, metadata_or_path: MetadataOrPath, run_time: datetime
-    ) -> LayoutSnapshot:
-        """For the DagFileProcessor: the current layout rendered for ``run_time``, with
-        the spec at the fingerprint the tokens were rendered from."""
-        metadata = _as_metadata(metadata_or_path)
-        tokens = self.get_job_tokens(metadata.cluster_name, metadata.workflow_name, run_time)
-        return self._snapshot(metadata.cluster_name, metadata.workflow_name, tokens)
-
-    def layout_by_fingerprint(
-        self, cluster: str, workflow: str, fingerprint: str, run_time: datetime
-    ) -> LayoutSnapshot:
-        """An exact past (or present) layout, for a run bound to ``fingerprint``."""
-        if not fingerprint:
-            raise ValueError("fingerprint must not be empty")
-        tokens = self.get_job_tokens(cluster, workflow, run_time, fingerprint=fingerprint)
-        if tokens.fingerprint != fingerprint:
-            raise ContractError(
-                f"asked for layout {fingerprint!r}, the server rendered {tokens.fingerprint!r}"
-            )
-        return self._snapshot(cluster, workflow, tokens)
 
     # --- invalidation watch ---
 
@@ -805,11 +760,16 @@ class TokenFetcherClient:
                 f"{name}: the server's handover {_server_handover(server_handover)} disagrees "
                 f"with the spec's schedule {computed}"
             )
+        last_legacy_run = computed.last_legacy_run
         return MigratedWorkflow(
             metadata=metadata,
             spec=entry.spec,
             fingerprint=entry.fingerprint,
-            handover=computed,
+            handover=Handover(
+                migration_date=metadata.migration_date,
+                last_legacy_run=None if last_legacy_run is None else _utc(last_legacy_run),
+                first_new_run=_utc(computed.first_new_run),
+            ),
             status=entry.status,
             errors=entry.errors,
             stale=stale,
@@ -834,14 +794,6 @@ class TokenFetcherClient:
         with self._lock:
             self._pinned[(cluster, workflow, fingerprint)] = result
         return result
-
-    def _snapshot(
-        self, cluster: str, workflow: str, tokens: pb.GetJobTokensResponse
-    ) -> LayoutSnapshot:
-        # The spec must be the version the tokens came from, not whatever is current
-        # by now: a definition may change between the two calls.
-        spec = self._pinned_spec(cluster, workflow, tokens.fingerprint).spec
-        return LayoutSnapshot(tokens=tokens, spec=spec)
 
     # --- transport ---
 

@@ -138,11 +138,10 @@ class Layout:
 
     @classmethod
     def from_migrated(cls, migrated: MigratedWorkflow) -> Layout:
-        return cls(
-            metadata=migrated.metadata,
-            fingerprint=migrated.fingerprint,
-            spec=migrated.spec,
-            handover=migrated.handover,
+        return cls.from_spec(
+            migrated.metadata,
+            migrated.fingerprint,
+            migrated.spec,
             stale=migrated.stale,
             source="client-cache" if migrated.stale else "server",
         )
