@@ -1,4 +1,4 @@
-"""Server-side commands: serve, validate, health."""
+"""Server-side commands: serve and validate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from token_fetcher.cli.output import print_line
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -43,12 +44,6 @@ def register(subparsers) -> None:
     validate.add_argument("--timeout", type=float, default=300.0,
                           help="parse time limit in seconds")
     validate.set_defaults(func=validate_command)
-
-    health = subparsers.add_parser("health", help="exit 0 only when the server is SERVING")
-    health.add_argument("--target", default=DEFAULT_TARGET)
-    health.add_argument("--service", default="", help="a service name; default: the server")
-    health.add_argument("--timeout", type=float, default=3.0)
-    health.set_defaults(func=health_command)
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -154,7 +149,8 @@ def validate_command(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([vars(d) for d in differences], indent=2, default=list))
             else:
-                print("\n".join(map(str, differences)) or "no differences")
+                for line in map(str, differences or ["no differences"]):
+                    print_line(line)
             return 1 if new.errors else 0
         if not args.pinball_yaml:
             print("token-fetcher validate: give a Pinball YAML, or --diff OLD NEW",
@@ -171,11 +167,12 @@ def validate_command(args: argparse.Namespace) -> int:
 
         print(json.dumps(to_plain(result), indent=2))
     else:
-        print(_report(result))
+        for line in _report(result):
+            print_line(line)
     return 1 if result.errors else 0
 
 
-def _report(result) -> str:
+def _report(result) -> list[str]:
     from legacy_parser.model import OverrunPolicy
 
     lines = []
@@ -192,20 +189,4 @@ def _report(result) -> str:
                          f"{job.command.render('<end_date>')}")
     for error in result.errors:
         lines.append(f"{error.workflow or '(cluster)'}: BROKEN: {error}")
-    return "\n".join(lines)
-
-
-def health_command(args: argparse.Namespace) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(args.target) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"{args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    print(f"{args.target}: {status}")
-    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return lines
