@@ -423,6 +423,8 @@ def _run(args: argparse.Namespace, body: Callable[[TokenFetcherClient], int | No
     except Unavailable as exc:
         return fail(EXIT_ERROR, f"{exc} (is a server running at {args.target}? give its "
                                 f"address with --target HOST:PORT or ${TARGET_VARIABLE})")
+    except BrokenPipeError:
+        raise  # the reader went away: not an error to report (see cli.main)
     except (TokenFetcherError, CommandError, OSError) as exc:
         return fail(EXIT_ERROR, str(exc))
 
@@ -463,8 +465,8 @@ def _suggestion(client: TokenFetcherClient, args: argparse.Namespace, exc: NotFo
             return ""
     except TokenFetcherError:
         return ""  # the suggestion is a courtesy; the error itself is what matters
-    close = difflib.get_close_matches(given, known, n=3)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
+    close = difflib.get_close_matches(given, known, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _metadata_from_args(args: argparse.Namespace) -> MigrationMetadata:
