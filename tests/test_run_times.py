@@ -58,3 +58,11 @@ def test_scheduled_runs_and_manual_runs_are_answered(start_server, stub_for):
     assert manual.instance == "1422860580000"
     assert manual.end_date == "2015-02-01"
     assert parse_job(stub, BEFORE_REFERENCE, manual=True).token.job == "final"
+
+
+def test_a_run_time_whose_next_run_is_after_year_9999(start_server, stub_for):
+    stub = stub_for(start_server())
+    last_second = Timestamp(seconds=253402300799)  # 9999-12-31T23:59:59Z
+    error = rpc_error(tokens, stub, last_second)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the next 253402322400 s after the epoch" in error.details()

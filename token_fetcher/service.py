@@ -80,6 +80,8 @@ def check_scheduled(version: Version, run_epoch: int, name: str) -> None:
         return
 
     def iso(epoch: int) -> str:
+        if not MIN_EPOCH - 86400 <= epoch <= MAX_EPOCH:  # a next run after year 9999
+            return f"{epoch} s after the epoch"
         return convert.timestamp(epoch).ToJsonString()
 
     when = f"run_time {iso(run_epoch)} is not a scheduled run of {name}"

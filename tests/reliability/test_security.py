@@ -242,7 +242,7 @@ with grpc.insecure_channel("127.0.0.1:%d" % server.port) as channel:
     for cluster in ("example_python", "example_json"):
         for summary in stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster)).workflows:
             stub.GetJobTokens(pb.GetJobTokensRequest(
-                cluster=cluster, workflow=summary.name, run_time={"seconds": 1577944800}))
+                cluster=cluster, workflow=summary.name, run_time=summary.schedule.next_run_time))
     stub.Reload(pb.ReloadRequest(cluster="pids"))
 server.stop(grace=1)
 print(json.dumps({
