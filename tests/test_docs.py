@@ -97,6 +97,16 @@ class Checkout:
         return subprocess.Popen(["bash", "-c", script], cwd=self.folder, env=self.env,
                                 text=True, **popen)
 
+    def start_server(self, block: str, log: Path) -> subprocess.Popen:
+        """Run a block that ends in a server in the background, until it is SERVING."""
+        with log.open("w") as sink:
+            server = self.shell(block, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        wait_for(lambda: health(self.port) == "SERVING" or server.poll() is not None,
+                 timeout=120, interval=0.2, message="the server the docs start")
+        assert server.poll() is None, log.read_text()
+        return server
+
     def run_shell(self, block: str) -> str:
         process = self.shell(SECOND_TERMINAL + block, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
@@ -140,13 +150,7 @@ def test_the_docs_run_as_written(tmp_path):
                     skipped.append(text)
                 elif language == "sh" and starts_server(text):
                     assert server is None, "the docs start a second server"
-                    with log.open("w") as sink:
-                        server = checkout.shell(text, stdout=sink, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-                    wait_for(lambda: health(checkout.port) == "SERVING"
-                             or server.poll() is not None, timeout=120, interval=0.2,
-                             message="the server `make run` starts")
-                    assert server.poll() is None, log.read_text()
+                    server = checkout.start_server(text, log)
                 elif language == "sh":
                     checkout.run_shell(text)
             # The Python blocks of a document are one session (later ones use earlier names).
