@@ -778,7 +778,7 @@ def test_the_watch_reconnects_and_invalidates_what_it_may_have_missed(
 def test_close_stops_the_watch_thread(make_client: Callable[..., TokenFetcherClient]) -> None:
     client = make_client(watch_invalidation=True)
     wait_for(lambda: client.watching, "the watch to subscribe")
-    thread = client._watch_thread
+    thread = client._watch._thread
     client.close()
     client.close()  # idempotent
     assert thread is not None and not thread.is_alive()
