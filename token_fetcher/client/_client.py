@@ -78,15 +78,9 @@ class TokenFetcherClient:
             raise ValueError("retries must be >= 0")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.target = target
-        self.timeout = timeout
-        self.cache_ttl = cache_ttl
-        self.max_stale = max_stale
-        self.retries = retries
         # A batch answer holds whole specs (up to ~30 KB each): 500 of them stay well
         # inside the message size limit, where the server's own cap (10,000) may not.
         self.batch_size = batch_size
-        self.max_message_bytes = max_message_bytes
         self.registry = registry if registry is not None else CollectorRegistry()
         metrics = ClientMetrics(self.registry)
         self._transport = Transport(
@@ -124,6 +118,14 @@ class TokenFetcherClient:
     @property
     def closed(self) -> bool:
         return self._transport.closed.is_set()
+
+    @property
+    def target(self) -> str:
+        return self._transport.target
+
+    @property
+    def timeout(self) -> float:
+        return self._transport.timeout
 
     # --- the invalidation watch ---
 
