@@ -421,8 +421,12 @@ def _run(args: argparse.Namespace, body: Callable[[TokenFetcherClient], int | No
     except (UsageError, MetadataError, ValueError) as exc:
         return fail(EXIT_USAGE, str(exc))
     except Unavailable as exc:
-        return fail(EXIT_ERROR, f"{exc} (is a server running at {args.target}? give its "
-                                f"address with --target HOST:PORT or ${TARGET_VARIABLE})")
+        # Not for the server's own UNAVAILABLE answers (a cluster still loading, a drain).
+        unreachable = "failed to connect" in exc.details or (
+            exc.code == grpc.StatusCode.DEADLINE_EXCEEDED)
+        hint = (f" (is a server running at {args.target}? give its address with --target "
+                f"HOST:PORT or ${TARGET_VARIABLE})") if unreachable else ""
+        return fail(EXIT_ERROR, f"{exc}{hint}")
     except BrokenPipeError:
         raise  # the reader went away: not an error to report (see cli.main)
     except (TokenFetcherError, CommandError, OSError) as exc:
