@@ -220,6 +220,28 @@ def record_cold(results: Results, fmt: str, size: int, cold: dict, base: dict,
                    cold["steady_rss"] / MB, "MB")
 
 
+# The same parse without namespaces: what the cold load cost before parses were isolated
+# (a host without bubblewrap; the rest of the sandbox is the same).
+WITHOUT_NAMESPACES = {"isolation": "best_effort", "bwrap": "/nonexistent/bwrap"}
+
+
+def isolation_share(results: Results, workdir: Path, corpus: Path, fmt: str, size: int,
+                    isolated: dict, cpus, poll: float) -> None:
+    """Cold loads with and without namespaces, alternated, each side's best of two: the
+    share of the cold load that isolation costs."""
+    walls: dict[bool, list[float]] = {True: [isolated["wall"]], False: []}
+    for run, strict in enumerate((False, True, False)):
+        server, cold = cold_start(workdir, corpus, f"{fmt}-{size}-isolation-{run}", cpus, poll,
+                                  None if strict else WITHOUT_NAMESPACES)
+        server.stop()
+        walls[strict].append(cold["wall"])
+    best, plain = min(walls[True]), min(walls[False])
+    results.figure("cold", f"{fmt}.isolation", f"cold load to SERVING, strict isolation, "
+                   f"{fmt}, {size} workflows (best of two)", best, "s", baseline=plain,
+                   baseline_label="the same parse without namespaces (best of two)",
+                   target="<= 1.10x", met=best <= 1.10 * plain)
+
+
 # --- 2. refresh -----------------------------------------------------------------------------
 
 
@@ -1052,6 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "cold" in sections:
                     base = baseline_import(corpus, manifest, server_cpus)
                     record_cold(results, fmt, size, cold, base)
+                    log(f"cold loads with and without namespaces ({fmt})")
+                    isolation_share(results, workdir, corpus, fmt, size, cold, server_cpus,
+                                    poll)
                     section = data["sections"].setdefault("cold", {"stages": {}})
                     section[fmt] = {"server": cold, "baseline": base}
                     if fmt in args.stages.split(","):

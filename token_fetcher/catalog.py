@@ -368,9 +368,8 @@ class Catalog:
         return ReloadOutcome(snapshot, tuple(changes))
 
     def _parse(self, cluster: ClusterConfig, setup, scope: tuple[str, ...]) -> model.ParseResult:
-        pycache = os.path.join(self.config.state_dir, "pycache", cluster.name)
         return self.sandbox.parse(cluster.name, cluster.repo, setup.parser, setup.parser_params,
-                                  setup.default_email, changed=scope, pycache_dir=pycache)
+                                  setup.default_email)
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str], changed: tuple[str, ...]) -> None:

@@ -81,6 +81,7 @@ def _ignore_signal(signum: int, frame: object) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from legacy_parser.sandbox import IsolationUnavailable
     from token_fetcher.config import ConfigError, load_config
     from token_fetcher.server import TokenFetcherServer
 
@@ -96,7 +97,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         server = TokenFetcherServer(config)
         server.start()
-    except OSError as error:
+    except (OSError, IsolationUnavailable) as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 1
     log.info("listening on %s (port %d), metrics on %s; clusters: %s", config.listen,
