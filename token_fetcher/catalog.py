@@ -369,7 +369,9 @@ class Catalog:
 
     def _parse(self, cluster: ClusterConfig, setup, scope: tuple[str, ...]) -> model.ParseResult:
         return self.sandbox.parse(cluster.name, cluster.repo, setup.parser, setup.parser_params,
-                                  setup.default_email)
+                                  setup.default_email,
+                                  python2_definitions=cluster.python2_definitions,
+                                  stub_modules=cluster.stub_modules)
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str], changed: tuple[str, ...]) -> None:

@@ -13,7 +13,13 @@ import sys
 from collections.abc import Iterator
 
 from token_fetcher import __version__
-from token_fetcher.cli import airflow_commands, client_commands, server_commands
+from token_fetcher.cli import (
+    airflow_commands,
+    client_commands,
+    compare_command,
+    resource_commands,
+    server_commands,
+)
 
 # What a shell reports for a command killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
@@ -28,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.register(subparsers)
     client_commands.register(subparsers)
     airflow_commands.register(subparsers)
+    compare_command.register(subparsers)
+    resource_commands.register(subparsers)
     return parser
 
 
