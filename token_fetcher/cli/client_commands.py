@@ -40,7 +40,7 @@ from token_fetcher.migration import (
     write_metadata,
 )
 
-__all__ = ["EXIT_UNWELL", "register"]
+__all__ = ["EXIT_UNWELL", "connection_options", "register"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNWELL = 0, 1, 2, 3
 TARGET_VARIABLE = "TOKEN_FETCHER_TARGET"
@@ -56,8 +56,9 @@ class CommandError(Exception):
     """A refusal that is neither a usage error nor the server's (exit code 1)."""
 
 
-def register(subparsers: Any) -> None:
-    """Add the client commands to an argparse subparsers object."""
+def connection_options() -> argparse.ArgumentParser:
+    """--target and the TLS options, as a parent parser for every command that talks to
+    a server (its ``func`` goes through ``_run``)."""
     connection = argparse.ArgumentParser(add_help=False)
     default_target = os.environ.get(TARGET_VARIABLE) or DEFAULT_TARGET
     connection.add_argument(
@@ -75,6 +76,12 @@ def register(subparsers: Any) -> None:
         "--cert-file", help="client certificate (PEM) for mutual TLS; implies --tls"
     )
     connection.add_argument("--key-file", help="the client certificate's private key (PEM)")
+    return connection
+
+
+def register(subparsers: Any) -> None:
+    """Add the client commands to an argparse subparsers object."""
+    connection = connection_options()
     connection.add_argument(
         "--json", action="store_true", help="print the protobuf JSON mapping (proto field names)"
     )
