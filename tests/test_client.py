@@ -27,8 +27,8 @@ from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import (
     Broken,
     ContractError,
+    Handover,
     InvalidArgument,
-    LayoutSnapshot,
     MigratedWorkflow,
     NotFound,
     TokenFetcherClient,
@@ -666,11 +666,14 @@ def test_migrated_workflow_handover_agrees_with_the_server(
     assert migrated.metadata == metadata("alpha") and migrated.metadata.path == path
     assert migrated.spec == make_spec("alpha")
     assert migrated.fingerprint == fingerprint_of(make_spec("alpha"))
-    march_1 = int(datetime(2020, 3, 1, tzinfo=UTC).timestamp())
-    assert migrated.handover == migration.Handover(march_1, march_1 + DAY)
+    # Aware UTC datetimes, usable as they are for get_job_tokens().
+    march_1 = datetime(2020, 3, 1, tzinfo=UTC)
+    assert migrated.handover == Handover(MIGRATION_DATE, march_1, march_1 + timedelta(days=1))
+    assert migrated.handover.first_new_run.utcoffset() == timedelta(0)
     # A cached entry serves any migration date; the handover follows it.
-    early = client.migrated_workflow(metadata("alpha", datetime(2019, 6, 1, tzinfo=UTC)))
-    assert early.handover == migration.Handover(None, REFERENCE)
+    june_1 = datetime(2019, 6, 1, tzinfo=UTC)
+    early = client.migrated_workflow(metadata("alpha", june_1))
+    assert early.handover == Handover(june_1, None, datetime(2020, 1, 1, tzinfo=UTC))
 
 
 def test_a_handover_that_disagrees_with_the_schedule_is_an_error(
@@ -726,55 +729,6 @@ def test_batch_serves_stale_items_and_returns_errors_when_unreachable(
     assert fake.requests["BatchResolveMigrations"][0].migrations[0].if_none_match
 
 
-def test_layout_for_run_pins_the_spec_to_the_tokens_fingerprint(
-    client: TokenFetcherClient, fake: FakeTokenFetcher
-) -> None:
-    client.get_spec(CLUSTER, "alpha")  # v1 cached
-    v2 = fake.put(make_spec("alpha", version=2))
-    snapshot = client.layout_for_run(metadata("alpha"), RUN_TIME)
-    assert snapshot.fingerprint == v2
-    assert snapshot.spec == make_spec("alpha", version=2)
-    assert snapshot.tokens.jobs[0].command == "run extract v2 --end 2020-03-01"
-    assert snapshot.run_time == RUN_TIME
-    assert fake.requests["GetWorkflowSpec"][-1].fingerprint == v2
-    # The pinned version is cached for good.
-    client.layout_for_run(metadata("alpha"), RUN_TIME + timedelta(days=1))
-    assert fake.count("GetWorkflowSpec") == 2
-
-
-def test_layout_by_fingerprint_returns_a_past_layout(
-    client: TokenFetcherClient, fake: FakeTokenFetcher
-) -> None:
-    v1 = fingerprint_of(make_spec("alpha"))
-    fake.put(make_spec("alpha", version=2))
-    snapshot = client.layout_by_fingerprint(CLUSTER, "alpha", v1, RUN_TIME)
-    assert snapshot.fingerprint == v1
-    assert snapshot.spec == make_spec("alpha")
-    assert snapshot.tokens.jobs[1].command == "run load v1 --end 2020-03-01"
-    assert fake.requests["GetJobTokens"][-1].fingerprint == v1
-    with pytest.raises(NotFound):
-        client.layout_by_fingerprint(CLUSTER, "alpha", "0" * 16, RUN_TIME)
-
-
-def test_snapshot_round_trip_and_corrupt_bytes(client: TokenFetcherClient) -> None:
-    snapshot = client.layout_for_run(metadata("alpha"), RUN_TIME)
-    data = snapshot.to_bytes()
-    assert data[:5] == b"TFLS\x01"
-    restored = LayoutSnapshot.from_bytes(data)
-    assert restored == snapshot
-    assert restored.tokens == snapshot.tokens and restored.spec == snapshot.spec
-    assert restored.to_bytes() == data
-    for corrupt in (
-        b"",
-        data[:-1],
-        data + b"\x00",
-        b"XXXX" + data[4:],
-        data[:4] + b"\x02" + data[5:],
-    ):
-        with pytest.raises(ValueError, match="layout snapshot"):
-            LayoutSnapshot.from_bytes(corrupt)
-
-
 # --- watch-driven invalidation ---------------------------------------------------------
 
 
@@ -824,7 +778,7 @@ def test_the_watch_reconnects_and_invalidates_what_it_may_have_missed(
 def test_close_stops_the_watch_thread(make_client: Callable[..., TokenFetcherClient]) -> None:
     client = make_client(watch_invalidation=True)
     wait_for(lambda: client.watching, "the watch to subscribe")
-    thread = client._watch_thread
+    thread = client._watch._thread
     client.close()
     client.close()  # idempotent
     assert thread is not None and not thread.is_alive()
@@ -855,8 +809,8 @@ def test_32_threads_share_one_client(
                     migrated = client.migrated_workflow(metadata(name))
                     assert migrated.fingerprint == expected[name]
                 else:
-                    snapshot = client.layout_for_run(metadata(name), RUN_TIME)
-                    assert snapshot.spec == make_spec(name)
+                    tokens = client.get_job_tokens(CLUSTER, name, RUN_TIME)
+                    assert tokens.fingerprint == expected[name]
                 if worker == 0 and i % 10 == 0:
                     clock.advance(11)  # expire entries under the other threads' feet
         except BaseException as exc:  # reported below, with the thread's traceback

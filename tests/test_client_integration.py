@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import example_clusters, wait_for
-from token_fetcher.client import LayoutSnapshot, NotFound, TokenFetcherClient, Unavailable
+from token_fetcher.client import NotFound, TokenFetcherClient, Unavailable
 from token_fetcher.migration import MigrationMetadata, write_metadata
 
 RUN_TIME = datetime(2015, 2, 2, 6, 0, tzinfo=UTC)
@@ -120,7 +120,8 @@ def test_thirty_two_threads_share_one_client(start_server):
                 for round_ in range(25):
                     name = names[(index + round_) % len(names)]
                     spec = client.get_spec("example_python", name)
-                    tokens = client.get_job_tokens("example_python", name, RUN_TIME)
+                    tokens = client.get_job_tokens("example_python", name, RUN_TIME,
+                                                   manual=True)
                     assert spec.fingerprint == expected[name] == tokens.fingerprint
                     with lock:
                         results.append(name)
@@ -138,23 +139,23 @@ def test_thirty_two_threads_share_one_client(start_server):
     assert len(results) == 32 * 25
 
 
-def test_dagbag_and_dagfileprocessor_calls_with_a_snapshot_round_trip(start_server, metadata):
+def test_dagbag_calls_and_the_first_new_run(start_server, metadata):
     server = start_server()
     with TokenFetcherClient(f"127.0.0.1:{server.port}") as client:
         migrated = client.migrated_workflow(metadata)
         assert migrated.spec.name == "daily_reporting" and not migrated.stale
         # daily at 06:00: the last Pinball run is 2019-12-31 06:00, the first Airflow run
         # 2020-01-01 06:00.
-        assert migrated.handover.last_legacy_run == 1577772000
-        assert migrated.handover.first_new_run == 1577858400
+        assert migrated.handover.last_legacy_run == datetime(2019, 12, 31, 6, tzinfo=UTC)
+        assert migrated.handover.first_new_run == datetime(2020, 1, 1, 6, tzinfo=UTC)
 
-        layout = client.layout_for_run(metadata, RUN_TIME)
-        assert layout.fingerprint == migrated.fingerprint
-        restored = LayoutSnapshot.from_bytes(layout.to_bytes())
-        assert restored.tokens == layout.tokens and restored.spec == layout.spec
-        final = {token.job: token for token in restored.tokens.jobs}["final"]
-        assert final.name == "/workflow/daily_reporting/1422856800000/job/waiting/final"
-        assert restored.tokens.end_date == "2015-02-01"
+        # The handover's times are what get_job_tokens() takes.
+        first = client.get_job_tokens("example_python", "daily_reporting",
+                                      migrated.handover.first_new_run)
+        assert first.fingerprint == migrated.fingerprint
+        final = {token.job: token for token in first.jobs}["final"]
+        assert final.name == "/workflow/daily_reporting/1577858400000/job/waiting/final"
+        assert first.end_date == "2019-12-31"
 
         batch = client.migrated_workflows([metadata, MigrationMetadata(
             "example_python", "no_such_workflow", datetime(2020, 1, 1, tzinfo=UTC))])
@@ -162,20 +163,19 @@ def test_dagbag_and_dagfileprocessor_calls_with_a_snapshot_round_trip(start_serv
         assert isinstance(batch[1], NotFound) and "no_such_workflow" in str(batch[1])
 
 
-def test_layout_by_fingerprint_returns_the_pinned_past_layout(start_server, example_copy):
+def test_tokens_and_spec_of_a_past_layout_by_fingerprint(start_server, example_copy):
     repo = example_copy("python_repo")
     server = start_server(clusters=example_clusters(python_repo=repo))
     with TokenFetcherClient(f"127.0.0.1:{server.port}", cache_ttl=0.001) as client:
-        old = client.layout_for_run(
-            MigrationMetadata("example_python", "db_backup", datetime(2020, 1, 1, tzinfo=UTC)),
-            RUN_TIME)
+        old = client.get_job_tokens("example_python", "db_backup", RUN_TIME, manual=True)
         module = repo / "example_workflows" / "maintenance.py"
         module.write_text(module.read_text().replace("backup done", "backup finished"))
         wait_for(lambda: client.get_spec("example_python", "db_backup").fingerprint
                  != old.fingerprint, message="the edited definition to be served")
-        pinned = client.layout_by_fingerprint("example_python", "db_backup", old.fingerprint,
-                                              RUN_TIME)
-        assert pinned.tokens == old.tokens
-        final = {t.job: t for t in pinned.tokens.jobs}["final"]
+        pinned = client.get_job_tokens("example_python", "db_backup", RUN_TIME, manual=True,
+                                       fingerprint=old.fingerprint)
+        assert pinned == old
+        final = {t.job: t for t in pinned.jobs}["final"]
         assert final.command == "echo backup done"
-
+        spec = client.get_spec("example_python", "db_backup", fingerprint=old.fingerprint)
+        assert spec.fingerprint == old.fingerprint

@@ -133,7 +133,7 @@ def test_json_edit_add_and_remove(start_server, stub_for, example_copy, watch_ev
     # A run bound to the removed layout can still get its tokens.
     pinned = stub.GetJobTokens(pb.GetJobTokensRequest(
         cluster=JS, workflow="json_weekly_compaction", run_time=RUN,
-        fingerprint=before["json_weekly_compaction"]))
+        fingerprint=before["json_weekly_compaction"], manual=True))
     assert pinned.fingerprint == before["json_weekly_compaction"]
     assert sorted(t.job for t in pinned.jobs) == ["CompactPartitionsJob", "VacuumTablesJob"]
     assert [e.type for e in watch.seen] == [Event.TYPE_SUBSCRIBED, Event.TYPE_CHANGED,

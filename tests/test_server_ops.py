@@ -203,7 +203,8 @@ def test_pinned_version_from_the_history_during_the_drain(start_server, stub_for
     answers = []
     caller = threading.Thread(target=lambda: answers.append(stub.GetJobTokens.future(
         pb.GetJobTokensRequest(cluster=PY, workflow="db_backup", run_time=RUN,
-                               fingerprint=old.fingerprint), timeout=30).exception()))
+                               fingerprint=old.fingerprint, manual=True),
+        timeout=30).exception()))
     caller.start()
     assert entered.wait(30)
     server.stop(grace=10)
@@ -612,7 +613,7 @@ def test_user_code_never_runs_in_the_server_process(start_server, stub_for):
     for cluster in (PY, JS):
         for summary in stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster)).workflows:
             stub.GetJobTokens(pb.GetJobTokensRequest(cluster=cluster, workflow=summary.name,
-                                                     run_time=RUN))
+                                                     run_time=summary.schedule.next_run_time))
     stub.Reload(pb.ReloadRequest(cluster=PY))
     assert "pinball" not in sys.modules
     loaded = {name for name in sys.modules if name.split(".")[0] in user_packages}

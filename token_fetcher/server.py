@@ -8,6 +8,7 @@ ready serialized bytes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -35,6 +36,13 @@ _SETTLE_QUIET_SECONDS = 0.1
 # ...but no longer than this; calls still in flight then get the rest of the grace.
 _SETTLE_MAX_SECONDS = 1.0
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
+_SERVICE_PREFIX = f"/{SERVICE.full_name}/"
+# Threads of their own for health checks (see CallExecutor).
+HEALTH_THREADS = 2
+# Set for each call in the context gRPC runs it in (see CallExecutor).
+_METHOD = contextvars.ContextVar("token_fetcher_method", default="")
+_OVER_LIMIT = contextvars.ContextVar("token_fetcher_over_limit", default=False)
 
 
 def _serialize(response) -> bytes:
@@ -117,6 +125,69 @@ def _refuse() -> Failure:
                    "the server is shutting down; retry (it, or its replacement, will answer)")
 
 
+class _MethodNames(grpc.ServerInterceptor):
+    """Records each call's method in the context gRPC will run the call in."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        _METHOD.set(handler_call_details.method)
+        return continuation(handler_call_details)
+
+
+class CallExecutor(futures.Executor):
+    """The server's executor: health checks on threads of their own, and the service's
+    concurrency limit counted here.
+
+    gRPC's own ``maximum_concurrent_rpcs`` counts every call, health checks included, so
+    a saturated server would fail its probes and be restarted exactly when it is busiest;
+    and a probe queued behind busy service threads would time out all the same. gRPC
+    submits each call as ``context.run(...)`` of the context the interceptor saw (above),
+    which says which method it is. A service call past the limit still runs, to be
+    refused at once by its handler (RESOURCE_EXHAUSTED); counting ends with the call's
+    future, whether or not the handler ever ran.
+    """
+
+    def __init__(self, service_threads: int, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self._service = futures.ThreadPoolExecutor(service_threads, thread_name_prefix="rpc")
+        self._health = futures.ThreadPoolExecutor(HEALTH_THREADS,
+                                                  thread_name_prefix="rpc-health")
+        self._lock = threading.Lock()
+        self._calls = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        context = getattr(fn, "__self__", None)
+        method = context.get(_METHOD, "") if isinstance(context, contextvars.Context) else ""
+        if method.startswith(_HEALTH_PREFIX):
+            return self._health.submit(fn, *args, **kwargs)
+        if not method.startswith(_SERVICE_PREFIX):
+            return self._service.submit(fn, *args, **kwargs)
+        with self._lock:
+            over = self._calls >= self.max_calls
+            if not over:
+                self._calls += 1
+        if over:
+            context.run(_OVER_LIMIT.set, True)
+        future = self._service.submit(fn, *args, **kwargs)
+        if not over:
+            future.add_done_callback(self._call_done)
+        return future
+
+    def _call_done(self, _future) -> None:
+        with self._lock:
+            self._calls -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for pool in (self._service, self._health):
+            pool.shutdown(wait, cancel_futures=cancel_futures)
+
+
+def _check_limit() -> None:
+    if _OVER_LIMIT.get():
+        raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "Concurrent RPC limit exceeded: the server is answering "
+                      "max_concurrent_rpcs calls already; retry with backoff")
+
+
 class _Instrumented:
     """Times and counts one method, and turns failures into status codes."""
 
@@ -145,6 +216,7 @@ class _Instrumented:
         try:
             if not admitted:
                 raise _refuse()
+            _check_limit()
             _check_decoded(request)
             yield
         except Exception as error:  # noqa: BLE001 - every failure becomes a status code
@@ -243,10 +315,10 @@ class TokenFetcherServer:
         self.service = TokenFetcherService(self.catalog, config.reload_enabled,
                                            max_watches=config.max_watches)
         self.health = health.HealthServicer()
+        self._executor = CallExecutor(config.server_threads + config.max_watches,
+                                      config.max_concurrent_rpcs)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.server_threads + config.max_watches,
-                                       thread_name_prefix="rpc"),
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            self._executor, interceptors=[_MethodNames()],
             options=[("grpc.max_send_message_length", config.max_message_bytes),
                      ("grpc.max_receive_message_length", config.max_message_bytes),
                      ("grpc.so_reuseport", 0)])
@@ -336,6 +408,7 @@ class TokenFetcherServer:
                               min(deadline, time.monotonic() + _SETTLE_MAX_SECONDS))
         done = self._server.stop(max(0.0, deadline - time.monotonic()))
         done.wait()
+        self._executor.shutdown(wait=False)
         # Only now: calls in flight until here may read pinned versions from the history.
         self.catalog.close()
         if self._metrics_http is not None:

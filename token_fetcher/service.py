@@ -18,7 +18,7 @@ import grpc
 
 from legacy_parser.limits import name_problem
 from legacy_parser.sandbox import Isolation
-from legacy_parser.schedule import next_run_after
+from legacy_parser.schedule import is_on_grid, last_run_at_or_before, next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog, ClusterSnapshot, Entry, LoadState, Status, Version
@@ -67,6 +67,29 @@ def check_time(stamp, what: str, present: bool) -> int:
     if not MIN_EPOCH <= stamp.seconds <= MAX_EPOCH:
         raise _invalid(f"{what} {stamp.seconds} s is outside years 0001 to 9999")
     return stamp.seconds
+
+
+def check_scheduled(version: Version, run_epoch: int, name: str) -> None:
+    """A run time must be one of the schedule's runs (a manual run skips this check):
+    rendered tokens for any other time name a run that never happens."""
+    schedule = version.workflow.schedule
+    reference, every = schedule.reference_epoch, schedule.recurrence_seconds
+    if is_on_grid(reference, every, run_epoch):
+        return
+
+    def iso(epoch: int) -> str:
+        if not MIN_EPOCH - 86400 <= epoch <= MAX_EPOCH:  # a next run after year 9999
+            return f"{epoch} s after the epoch"
+        return convert.timestamp(epoch).ToJsonString()
+
+    when = f"run_time {iso(run_epoch)} is not a scheduled run of {name}"
+    if run_epoch < reference:
+        where = f"it is before the schedule's reference time; the first run is {iso(reference)}"
+    else:
+        where = (f"the previous run is {iso(last_run_at_or_before(reference, every, run_epoch))}"
+                 f", the next {iso(next_run_after(reference, every, run_epoch))}")
+    raise _invalid(f"{when}: {where} (every {every} s from {iso(reference)}); "
+                   "set manual for a run off the schedule")
 
 
 def _page_token(name: str) -> str:
@@ -225,11 +248,13 @@ class TokenFetcherService:
         return data
 
     def _job_tokens(self, cluster: str, workflow: str, fingerprint: str, run_time,
-                    has_run_time: bool, jobs: list[str]) -> bytes:
+                    has_run_time: bool, jobs: list[str], manual: bool) -> bytes:
         """The serialized GetJobTokensResponse, from an LRU of serialized answers (a few
         times smaller than the messages, and nothing left to serialize on a hit)."""
         version, _, status = self._resolve(cluster, workflow, fingerprint)
         run_epoch = check_time(run_time, "run_time", has_run_time)
+        if not manual:
+            check_scheduled(version, run_epoch, f"{cluster}/{workflow}")
         wanted = None
         if jobs:
             known = {job.name for job in version.workflow.jobs}
@@ -256,7 +281,7 @@ class TokenFetcherService:
     def GetJobTokens(self, request: pb.GetJobTokensRequest, context) -> bytes:
         return self._job_tokens(request.cluster, request.workflow, request.fingerprint,
                                 request.run_time, request.HasField("run_time"),
-                                list(request.jobs))
+                                list(request.jobs), request.manual)
 
     def ParseJob(self, request: pb.ParseJobRequest, context) -> pb.ParseJobResponse:
         check_name(request.job, "job")
@@ -264,7 +289,7 @@ class TokenFetcherService:
         # per job would multiply the cache's memory by the job count.
         tokens = pb.GetJobTokensResponse.FromString(self._job_tokens(
             request.cluster, request.workflow, request.fingerprint, request.run_time,
-            request.HasField("run_time"), []))
+            request.HasField("run_time"), [], request.manual))
         token = next((t for t in tokens.jobs if t.job == request.job), None)
         if token is None:
             raise Failure(grpc.StatusCode.NOT_FOUND,

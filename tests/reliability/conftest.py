@@ -31,8 +31,9 @@ def serve_process(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     stopped (SIGTERM, then SIGKILL) after the test."""
     started: list[ServerProcess] = []
 
-    def start(config: dict, name: str = "server", credentials=None) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, config, credentials=credentials)
+    def start(config: dict, name: str = "server", credentials=None,
+              args: tuple[str, ...] = ()) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, config, credentials=credentials, args=args)
         started.append(server)
         return server
 

@@ -101,9 +101,11 @@ def health(channel: grpc.Channel, service: str = "") -> str:
 
 class ServerProcess:
     """``token-fetcher serve --config`` as a child process, its log read by a thread.
-    ``config`` overrides the defaults below; a key set to None is left out of the file."""
+    ``config`` overrides the defaults below; a key set to None is left out of the file;
+    ``args`` are added to the command line."""
 
-    def __init__(self, folder: Path, config: dict, credentials=None) -> None:
+    def __init__(self, folder: Path, config: dict, credentials=None,
+                 args: tuple[str, ...] = ()) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         settings = {"listen": "127.0.0.1:0", "metrics": "127.0.0.1:0",
                     "state_dir": str(folder / "state"), "poll_interval_seconds": 0.1,
@@ -118,7 +120,7 @@ class ServerProcess:
         self._ports: list[int] = []
         self.process = subprocess.Popen(
             [str(BIN / "token-fetcher"), "serve", "--config", str(self.config_path),
-             "--log-level", "INFO"],
+             "--log-level", "INFO", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
         self.ps = psutil.Process(self.process.pid)

@@ -217,11 +217,13 @@ TIMES = [
     ("epoch", Timestamp(seconds=0), Code.OK, []),
 ]
 
+# Manual runs: the range of times is what is tried here, not the schedule's grid.
 TIME_FIELDS = [
     ("GetJobTokens", "run_time", lambda t: pb.GetJobTokensRequest(
-        cluster=PY, workflow="event_ingest", run_time=t)),
+        cluster=PY, workflow="event_ingest", run_time=t, manual=True)),
     ("ParseJob", "run_time", lambda t: pb.ParseJobRequest(
-        cluster=JS, workflow="json_daily_rollup", job="RollupUsersJob", run_time=t)),
+        cluster=JS, workflow="json_daily_rollup", job="RollupUsersJob", run_time=t,
+        manual=True)),
     ("ResolveMigration", "migration_date", lambda t: pb.ResolveMigrationRequest(
         cluster_name=PY, workflow_name="event_ingest", migration_date=t)),
 ]

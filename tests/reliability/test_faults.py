@@ -591,7 +591,7 @@ def test_server_killed_and_restarted_under_a_client(serve_process, tmp_path):
         wait_for(lambda: client.watching, message="the invalidation watch")
         fresh = client.get_spec(PY, "daily_reporting")
         migrated = client.migrated_workflow(metadata)
-        layout = client.layout_for_run(metadata, run)
+        tokens = client.get_job_tokens(PY, "daily_reporting", run)
         assert not fresh.stale and not migrated.stale
 
         first.kill()  # SIGKILL: no drain, no goodbye
@@ -613,9 +613,9 @@ def test_server_killed_and_restarted_under_a_client(serve_process, tmp_path):
         reconnects = [s.value for m in client.registry.collect() for s in m.samples
                       if s.name == "token_fetcher_client_watch_reconnects_total"]
         assert reconnects and reconnects[0] >= 1
-        # The run bound before the crash gets its exact layout back.
-        pinned = client.layout_by_fingerprint(PY, "daily_reporting", layout.fingerprint, run)
-        assert pinned.tokens == layout.tokens
+        # The run bound before the crash gets its exact tokens back.
+        pinned = client.get_job_tokens(PY, "daily_reporting", run, fingerprint=tokens.fingerprint)
+        assert pinned == tokens
         assert client.migrated_workflow(metadata).stale is False
     finally:
         client.close()

@@ -87,8 +87,10 @@ def attacker_repo(folder: Path, body: str, targets: dict | None = None) -> dict:
 
 
 def commands(stub, cluster: str, workflow: str = "report") -> dict[str, str]:
+    # A manual run: one run time for workflows of any schedule.
     reply = stub.GetJobTokens(pb.GetJobTokensRequest(
-        cluster=cluster, workflow=workflow, run_time={"seconds": 1420178400}), timeout=30)
+        cluster=cluster, workflow=workflow, run_time={"seconds": 1420178400}, manual=True),
+        timeout=30)
     return {job.job: job.command for job in reply.jobs}
 
 

@@ -51,12 +51,42 @@ def test_overload_is_refused_at_once_not_queued(start_server, tmp_path):
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "Concurrent RPC limit exceeded" in error.details()
         assert time.monotonic() - started < 5, "refused, not queued behind the slow calls"
-        # Health probes share the limit: an overloaded server looks unhealthy to them too.
-        assert health(channel) == "RESOURCE_EXHAUSTED"
+        # The limit is the service's: probes are still answered, so a saturated server is
+        # not restarted for being busy (NOT_SERVING only because the slow cluster's first
+        # load waits at the gate too).
+        assert health(channel) == "NOT_SERVING"
         flag.write_text("go")
         for call in slow_calls:
             assert call.result(timeout=60).cluster.ok_count == 1
         assert stub.GetWorkflowSpec(SPEC, timeout=10).spec.name == "daily_reporting"
+        assert health(channel) == "SERVING"
+
+
+def test_health_is_answered_while_every_service_thread_is_busy(start_server, tmp_path):
+    slow, flag = gated_repo(tmp_path)
+    server = start_server({PY: cluster_from_yaml(EXAMPLES / "python_repo"), "slow": slow},
+                          wait_ready=False, server_threads=1, max_watches=1,
+                          sandbox={"timeout_seconds": 60})
+    wait_for(lambda: server.catalog.snapshot(PY).state.name == "READY", message=PY)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, \
+            ThreadPoolExecutor(max_workers=3) as pool:
+        stub = pb_grpc.TokenFetcherStub(channel)
+        try:
+            # Both service threads wait for the gate; a third call queues behind them.
+            slow_calls = [pool.submit(stub.Reload, pb.ReloadRequest(cluster="slow"), timeout=60)
+                          for _ in range(2)]
+            wait_for(lambda: metric(scrape(server.metrics_port),
+                                    "token_fetcher_rpcs_in_flight") == 2,
+                     message="two calls in flight")
+            queued = pool.submit(stub.GetWorkflowSpec, SPEC, timeout=60)
+            # Answered at once on a thread of its own (NOT_SERVING: the slow cluster's first
+            # load waits at the gate), not DEADLINE_EXCEEDED behind the service's calls.
+            assert health(channel) == "NOT_SERVING"
+        finally:
+            flag.write_text("go")
+        assert queued.result(timeout=60).spec.name == "daily_reporting"
+        for call in slow_calls:
+            assert call.result(timeout=60).cluster.ok_count == 1
         assert health(channel) == "SERVING"
 
 

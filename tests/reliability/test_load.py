@@ -98,12 +98,14 @@ def _names(stub) -> dict[str, list[str]]:
 def one_call(stub, check: Consistency, names, rng: random.Random, tally: Tally) -> None:
     cluster = rng.choice((PY, JS))
     workflow = rng.choice(names[cluster])
+    # Manual runs: any of RUN_TIMES for any workflow, whatever its schedule.
     run = rng.choice(RUN_TIMES)
     roll = rng.random()
     if roll < 0.20:
         method = "GetJobTokens"
         tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=cluster, workflow=workflow,
-                                                          run_time=run), timeout=10)
+                                                          run_time=run, manual=True),
+                                   timeout=10)
         check.check_tokens(cluster, tokens)
     elif roll < 0.35:
         method = "GetWorkflowSpec"
@@ -119,10 +121,11 @@ def one_call(stub, check: Consistency, names, rng: random.Random, tally: Tally) 
     elif roll < 0.45:
         method = "ParseJob"
         tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=cluster, workflow=workflow,
-                                                          run_time=run), timeout=10)
+                                                          run_time=run, manual=True),
+                                   timeout=10)
         job = rng.choice(tokens.jobs).job
         parsed = stub.ParseJob(pb.ParseJobRequest(cluster=cluster, workflow=workflow, job=job,
-                                                  run_time=run), timeout=10)
+                                                  run_time=run, manual=True), timeout=10)
         spec = check.spec(cluster, workflow, parsed.fingerprint)
         [job_spec] = [j for j in spec.jobs if j.name == job]
         check.expect(parsed.spec == job_spec, "ParseJob spec vs pinned spec", job)

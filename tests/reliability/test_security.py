@@ -250,7 +250,7 @@ with grpc.insecure_channel("127.0.0.1:%d" % server.port) as channel:
     for cluster in ("example_python", "example_json"):
         for summary in stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster)).workflows:
             stub.GetJobTokens(pb.GetJobTokensRequest(
-                cluster=cluster, workflow=summary.name, run_time={"seconds": 1577944800}))
+                cluster=cluster, workflow=summary.name, run_time=summary.schedule.next_run_time))
     runs = [stub.ListWorkflows(pb.ListWorkflowsRequest(cluster="pids")).workflows[0].name]
     stub.Reload(pb.ReloadRequest(cluster="pids"))
     runs.append(stub.ListWorkflows(pb.ListWorkflowsRequest(cluster="pids")).workflows[0].name)

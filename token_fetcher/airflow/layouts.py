@@ -187,16 +187,14 @@ class Layout:
             errors = tuple(parse_error_text(error) for error in migrated.errors) or (
                 "the latest definition fails to parse",
             )
-        return cls(
-            metadata=migrated.metadata,
-            fingerprint=migrated.fingerprint,
-            spec=migrated.spec,
-            handover=migrated.handover,
+        layout = cls.from_spec(
+            migrated.metadata,
+            migrated.fingerprint,
+            migrated.spec,
             stale=migrated.stale,
             source="client-cache" if migrated.stale else "server",
-            definition_errors=errors,
-            dynamic=migrated.dynamic,
         )
+        return replace(layout, definition_errors=errors, dynamic=migrated.dynamic)
 
     def diagnosed_as(self, other: Layout) -> Layout:
         """This layout with ``other``'s diagnostics (a fallback keeps what was last known)."""

@@ -23,26 +23,26 @@ from token_fetcher.cli.client_commands import (
     UsageError,
     _parse_run_time,
     _run,
+    connection_options,
 )
-from token_fetcher.client import DEFAULT_TARGET, TokenFetcherClient, TokenFetcherError
+from token_fetcher.client import TokenFetcherClient, TokenFetcherError
 
 NOT_COMPARED = "not compared"
 
 
 def register(subparsers: Any) -> None:
     help = "compare Pinball's command lines with the ones served for the same job and run"
-    parser = subparsers.add_parser("compare", help=help, description=help)
+    parser = subparsers.add_parser("compare", parents=[connection_options()], help=help,
+                                   description=help)
     parser.set_defaults(func=compare_command, client_command="compare")
-    parser.add_argument("--target", default=DEFAULT_TARGET,
-                        help=f"server HOST:PORT (default {DEFAULT_TARGET})")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="deadline of each call in seconds")
-    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--cluster", required=True, help="the cluster's name in the server config")
     parser.add_argument(
         "--log", help="a file of lines 'workflow<TAB>job<TAB>run time<TAB>command', or of job "
         "token names '/workflow/<wf>/<instance>/job/<state>/<job>' each followed by the command")
     parser.add_argument("--workflow", help="with --job, --run-time and --command: one command")
-    parser.add_argument("--job")
+    parser.add_argument("--job", help="with --workflow: the job's name")
     parser.add_argument("--run-time", help="ISO 8601, whole seconds; UTC when no offset is given")
     parser.add_argument("--command", help="the command line Pinball printed")
 
@@ -137,6 +137,7 @@ class CommandComparer:
     def _served(self, workflow: str, run_time: datetime) -> dict[str, str]:
         key = (workflow, run_time)
         if key not in self._commands:
-            answer = self.client.get_job_tokens(self.cluster, workflow, run_time)
+            # manual: a logged run may have been started by hand, off the schedule.
+            answer = self.client.get_job_tokens(self.cluster, workflow, run_time, manual=True)
             self._commands[key] = {token.job: token.command for token in answer.jobs}
         return self._commands[key]

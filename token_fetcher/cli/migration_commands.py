@@ -28,16 +28,16 @@ from token_fetcher.cli.client_commands import (
     CommandError,
     UsageError,
     _iso,
-    _print_fields,
-    _print_table,
     _run,
-    client_options,
+    client_parents,
 )
+from token_fetcher.cli.output import print_fields, print_table
 from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
 from token_fetcher.migration import (
     Handover,
     MigrationMetadata,
     discover_metadata,
+    handover,
     metadata_path,
     parse_date,
     read_metadata,
@@ -55,10 +55,10 @@ _NO_AIRFLOW = "none (rolled back before Airflow's first run)"
 
 def register(subparsers: Any) -> None:
     """Add migrate, rollback and migrations (list, report) to an argparse subparsers object."""
-    options = client_options()
+    options = client_parents()
 
     def add(within: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
-            parents: Sequence[argparse.ArgumentParser] = (options,)) -> Any:
+            parents: Sequence[argparse.ArgumentParser] = options) -> Any:
         parser = within.add_parser(name, parents=list(parents), help=help, description=help)
         parser.set_defaults(func=func, client_command=name)
         return parser
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     p = add(subparsers, "migrate", migrate_command,
             "check workflows and write their migration metadata files: one, a list, a glob or "
             "--all, with --dry-run for a preflight table; exit 3 if any is blocked")
-    p.add_argument("--cluster", required=True)
+    p.add_argument("--cluster", required=True, help="the cluster's name in the server config")
     p.add_argument("--workflow", action="append", default=[],
                    help="a workflow's name or a glob such as 'daily_*' (repeatable)")
     p.add_argument("--all", action="store_true", help="every workflow of the cluster")
@@ -84,8 +84,8 @@ def register(subparsers: Any) -> None:
     p = add(subparsers, "rollback", rollback_command,
             "hand a migrated workflow back to Pinball after a date; prints Airflow's last run "
             "and Pinball's first")
-    p.add_argument("--cluster", required=True)
-    p.add_argument("--workflow", required=True)
+    p.add_argument("--cluster", required=True, help="the cluster's name in the server config")
+    p.add_argument("--workflow", required=True, help="the workflow's name")
     p.add_argument("--rollback-date", required=True,
                    help="'YYYY-MM-DD HH:MM:SS' (UTC) or ISO 8601 with an offset")
     p.add_argument("--metadata-dir", required=True, help="the folder of the metadata files")
@@ -149,7 +149,7 @@ def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
         ))
         return
     print(f"wrote {path}")
-    _print_fields(_handover_fields(metadata, migrated.handover))
+    print_fields(_handover_fields(metadata, migrated.handover))
 
 
 def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[Candidate]:
@@ -189,12 +189,20 @@ def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
         candidate.status, candidate.notes = "blocked", ["broken"]
         return
     candidate.path = _write_migration(args.metadata_dir, migrated)
-    candidate.fingerprint, candidate.handover = migrated.fingerprint, migrated.handover
+    candidate.fingerprint, candidate.handover = migrated.fingerprint, _runs(migrated)
     candidate.written = True
+
+
+def _runs(migrated: MigratedWorkflow) -> Handover:
+    """The handover in epoch seconds, as the record keeps it."""
+    schedule = migrated.spec.schedule
+    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
+                    migrated.metadata.migration_epoch)
 
 
 def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
     metadata, schedule = migrated.metadata, migrated.spec.schedule
+    runs = _runs(migrated)
     path = write_metadata(folder, metadata)
     append_record(folder, Record(
         action="migrate",
@@ -207,8 +215,8 @@ def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
         partition=metadata.partition,
         reference=schedule.reference_time.seconds,
         recurrence_seconds=schedule.recurrence_seconds,
-        last_legacy_run=migrated.handover.last_legacy_run,
-        first_new_run=migrated.handover.first_new_run,
+        last_legacy_run=runs.last_legacy_run,
+        first_new_run=runs.first_new_run,
     ))
     return path
 
@@ -223,7 +231,7 @@ def _print_wave(candidates: Sequence[Candidate], dry_run: bool) -> None:
             status += " (dry run)"
         first = _iso(candidate.handover.first_new_run) if candidate.handover else ""
         rows.append([candidate.workflow, status, first, "; ".join(candidate.notes)])
-    _print_table(["WORKFLOW", "STATUS", "FIRST AIRFLOW RUN", "NOTES"], rows)
+    print_table(["WORKFLOW", "STATUS", "FIRST AIRFLOW RUN", "NOTES"], rows)
     counts: dict[str, int] = {}
     for candidate in candidates:
         counts[candidate.status] = counts.get(candidate.status, 0) + 1
@@ -297,7 +305,7 @@ def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
         ))
         return
     print(f"wrote {written}")
-    _print_fields([
+    print_fields([
         ("migration date", _iso(rolled.migration_epoch)),
         ("rollback date", _iso(rolled.rollback_epoch)),
         ("last Airflow run", _iso(back.last_new_run) or _NO_AIRFLOW),
@@ -352,7 +360,7 @@ def list_command(args: argparse.Namespace) -> int:
             ]
             for record in records
         ]
-        _print_table(["TIME", "ACTION", "WORKFLOW", "USER", "MIGRATION DATE", "ROLLBACK DATE",
+        print_table(["TIME", "ACTION", "WORKFLOW", "USER", "MIGRATION DATE", "ROLLBACK DATE",
                       "FINGERPRINT", "HANDOVER"], rows)
     for error in errors:
         print(f"token-fetcher migrations list: error: {error}", file=sys.stderr)

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from token_fetcher.cli.client_commands import _print_table
+from token_fetcher.cli.output import print_table
 from token_fetcher.inpod.resources import (
     ResourceHistory,
     ResourcePolicy,
@@ -41,14 +41,21 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--history-dir", required=True, help="[token_fetcher] inpod_history_dir")
-    p.add_argument("--cluster", required=True)
-    p.add_argument("--percentile", type=float, default=_DEFAULTS.percentile)
+    p.add_argument("--cluster", required=True, help="the cluster's name")
+    p.add_argument("--percentile", type=float, default=_DEFAULTS.percentile,
+                   help=f"of the recorded runs ({_DEFAULTS.percentile:g})")
     p.add_argument("--headroom", type=float, default=_DEFAULTS.headroom, help="0.2 adds 20%%")
-    p.add_argument("--cpu-floor", type=parse_cpu, default=_DEFAULTS.cpu_floor)
-    p.add_argument("--cpu-ceiling", type=parse_cpu, default=_DEFAULTS.cpu_ceiling)
-    p.add_argument("--memory-floor", type=parse_memory, default=_DEFAULTS.memory_floor)
-    p.add_argument("--memory-ceiling", type=parse_memory, default=_DEFAULTS.memory_ceiling)
-    p.add_argument("--min-runs", type=int, default=_DEFAULTS.min_runs)
+    p.add_argument("--cpu-floor", type=parse_cpu, default=_DEFAULTS.cpu_floor,
+                   help="the least CPU request, e.g. 100m")
+    p.add_argument("--cpu-ceiling", type=parse_cpu, default=_DEFAULTS.cpu_ceiling,
+                   help="the most CPU, and the CPU limit, e.g. 4")
+    p.add_argument("--memory-floor", type=parse_memory, default=_DEFAULTS.memory_floor,
+                   help="the least memory, e.g. 256Mi")
+    p.add_argument("--memory-ceiling", type=parse_memory, default=_DEFAULTS.memory_ceiling,
+                   help="the most memory, e.g. 8Gi")
+    p.add_argument("--min-runs", type=int, default=_DEFAULTS.min_runs,
+                   help="recorded runs needed for a recommendation (fewer: the configured "
+                        "defaults)")
     p.add_argument("--json", action="store_true", help="one JSON object per job")
     p.set_defaults(func=resources_command)
 
@@ -109,7 +116,7 @@ def resources_command(args: argparse.Namespace) -> int:
         )
     if not args.json:
         p = f"p{policy.percentile:g}"
-        _print_table(
+        print_table(
             ["WORKFLOW", "JOB", "RUNS", f"MEMORY {p}", f"CORES {p}", "CPU REQUEST", "CPU LIMIT",
              "MEMORY REQUEST", "MEMORY LIMIT"],
             rows,

@@ -1,4 +1,4 @@
-"""Server-side commands: serve, validate, health."""
+"""Server-side commands: serve and validate."""
 
 from __future__ import annotations
 
@@ -11,13 +11,21 @@ import sys
 import threading
 import time
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from token_fetcher.cli.output import print_line
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(subparsers) -> None:
     serve = subparsers.add_parser("serve", help="run the token fetcher server")
     serve.add_argument("--config", required=True, help="the server's YAML configuration")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                       metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)} (default INFO)")
+    serve.add_argument("--log-format", default="text", choices=("text", "json"),
+                       help="text (default), or json: one JSON object per line with "
+                            "timestamp, level, logger and message")
     serve.set_defaults(func=serve_command)
 
     validate = subparsers.add_parser(
@@ -37,11 +45,39 @@ def register(subparsers) -> None:
                           help="parse time limit in seconds")
     validate.set_defaults(func=validate_command)
 
-    health = subparsers.add_parser("health", help="exit 0 only when the server is SERVING")
-    health.add_argument("--target", default=DEFAULT_TARGET)
-    health.add_argument("--service", default="", help="a service name; default: the server")
-    health.add_argument("--timeout", type=float, default=3.0)
-    health.set_defaults(func=health_command)
+
+def configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(
+            "%(levelname)s %(name)s %(message)s", timestamp=True,
+            rename_fields={"levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def install_stop_signals() -> int:
+    """Make SIGTERM and SIGINT wake the returned file descriptor; read it to wait.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds a lock, so a handler that takes one (``threading.Event.set()`` does)
+    deadlocks when a second signal interrupts the first handler. Here the handler does
+    nothing at all: the interpreter's C-level handler writes the signal number to the
+    wakeup fd, which is what the main thread waits on.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # set_wakeup_fd requires it
+    signal.set_wakeup_fd(write_end)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _ignore_signal)
+    return read_end
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Replaces the default action; the wakeup fd carries the signal (see above)."""
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -49,27 +85,28 @@ def serve_command(args: argparse.Namespace) -> int:
     from token_fetcher.config import ConfigError, load_config
     from token_fetcher.server import TokenFetcherServer
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
+    log = logging.getLogger("token_fetcher")
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 2
+    # Before the server starts: a signal during the first load stops it cleanly too.
+    stop_signals = install_stop_signals()
     try:
         server = TokenFetcherServer(config)
         server.start()
     except (OSError, IsolationUnavailable) as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    logging.getLogger("token_fetcher").info(
-        "listening on %s (port %d), metrics on %s; clusters: %s", config.listen, server.port,
-        config.metrics or "off", ", ".join(config.clusters))
-    stop.wait()
-    logging.getLogger("token_fetcher").info("shutting down")
+    log.info("listening on %s (port %d), metrics on %s; clusters: %s", config.listen,
+             server.port, config.metrics or "off", ", ".join(config.clusters))
+    while (signum := os.read(stop_signals, 1)[0]) not in _STOP_SIGNALS:
+        pass  # another signal with a Python handler: not ours to act on
+    # Later signals (make forwards SIGTERM to the process group too) write to the same
+    # pipe and change nothing: the drain below runs to its end.
+    log.info("%s received; shutting down", signal.Signals(signum).name)
     server.stop()
     return 0
 
@@ -113,7 +150,8 @@ def validate_command(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([vars(d) for d in differences], indent=2, default=list))
             else:
-                print("\n".join(map(str, differences)) or "no differences")
+                for line in map(str, differences or ["no differences"]):
+                    print_line(line)
             return 1 if new.errors else 0
         if not args.pinball_yaml:
             print("token-fetcher validate: give a Pinball YAML, or --diff OLD NEW",
@@ -130,11 +168,12 @@ def validate_command(args: argparse.Namespace) -> int:
 
         print(json.dumps(to_plain(result), indent=2))
     else:
-        print(_report(result))
+        for line in _report(result):
+            print_line(line)
     return 1 if result.errors else 0
 
 
-def _report(result) -> str:
+def _report(result) -> list[str]:
     from legacy_parser.model import OverrunPolicy
 
     lines = []
@@ -151,20 +190,4 @@ def _report(result) -> str:
                          f"{job.command.render('<end_date>')}")
     for error in result.errors:
         lines.append(f"{error.workflow or '(cluster)'}: BROKEN: {error}")
-    return "\n".join(lines)
-
-
-def health_command(args: argparse.Namespace) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(args.target) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"{args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    print(f"{args.target}: {status}")
-    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return lines

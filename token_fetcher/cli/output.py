@@ -1,0 +1,41 @@
+"""Terminal output for the commands: every line goes through ``safe()``.
+
+Names and messages come from workflow definitions a command does not control; a job
+named with an escape sequence must not recolour, retitle or rewrite the reader's
+terminal, so control characters are shown escaped (``\\x1b``) instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+__all__ = ["print_fields", "print_line", "print_table", "safe"]
+
+# C0 controls, DEL and the C1 controls (CSI is U+009B).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """``text`` with every control character escaped, as Python writes it in a string."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
+def print_line(text: str = "", file: TextIO | None = None) -> None:
+    print(safe(text), file=file or sys.stdout)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    shown = [[safe(str(cell)) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
+    for row in shown:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+
+
+def print_fields(fields: Sequence[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in fields)
+    for label, value in fields:
+        print(f"{label.ljust(width)}  {safe(value)}")
