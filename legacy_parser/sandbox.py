@@ -52,16 +52,14 @@ class Sandbox:
 
     def parse(self, cluster: str, repo_root: str, parser: str,
               parser_params: dict[str, Any], default_email: str = "",
-              changed: tuple[str, ...] = (), pycache_dir: str = "") -> ParseResult:
-        """Parse a cluster in a fresh worker; see ``cluster.parse_here`` for ``changed``
-        (a partial parse) and ``pycache_dir``."""
+              pycache_dir: str = "") -> ParseResult:
+        """Parse a cluster in a fresh worker; see ``cluster.parse_here`` for ``pycache_dir``."""
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
             "parser": parser,
             "parser_params": parser_params,
             "default_email": default_email,
-            "changed": list(changed),
             "pycache_dir": pycache_dir,
             "memory_bytes": self.limits.memory_bytes,
             "cpu_seconds": int(self.limits.timeout_seconds) + 1,

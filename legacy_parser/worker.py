@@ -30,7 +30,7 @@ def main() -> None:
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
                         request["parser_params"], request["default_email"],
-                        tuple(request.get("changed", ())), request.get("pycache_dir", ""))
+                        request.get("pycache_dir", ""))
     json.dump({"result": to_plain(result)}, result_stream)
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.

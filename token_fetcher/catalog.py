@@ -137,17 +137,6 @@ class FileWatch:
         self._expected = expected
         self._stats = {}
 
-    def update(self, parsed: Mapping[str, str], changed: Iterable[str]) -> None:
-        """After a partial parse: expect what it saw, and the changed files it did not read
-        (a deleted file, say) as they are now; keep the rest."""
-        for path in changed:
-            if path not in parsed:
-                self._expected[path] = _current_digest(path)
-                self._stats.pop(path, None)
-        for path, digest in parsed.items():
-            self._expected[path] = digest
-            self._stats.pop(path, None)
-
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
         changed = []
@@ -322,14 +311,12 @@ class Catalog:
                 if changed:
                     log.info("cluster %s: %s changed; re-parsing", name, changed[0])
                     try:
-                        future = self._loader.submit(self._load, name, time.monotonic(),
-                                                     tuple(changed))
+                        future = self._loader.submit(self._load, name, time.monotonic())
                     except RuntimeError:  # stop() shut the loader down meanwhile
                         return
                     future.add_done_callback(_log_failure)
 
-    def _load(self, name: str, change_seen_at: float | None = None,
-              changed: tuple[str, ...] = ()) -> ReloadOutcome | None:
+    def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
         with self._cluster_locks[name]:
             if self._stop.is_set():
@@ -337,12 +324,13 @@ class Catalog:
             wall_started = time.time()
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
-            scope = _partial_scope(cluster, previous, changed)
             try:
+                # Always the whole cluster, in a fresh worker: a module may change any other
+                # workflow (by patching the shims, say), so only a full parse of the current
+                # sources is sure to serve what they define.
                 setup = cluster.parser_setup()
-                result = self._parse(cluster, setup, scope)
-                if result.partial and not _partial_fits(previous, result):
-                    result = self._parse(cluster, setup, ())
+                result = self.sandbox.parse(cluster.name, cluster.repo, setup.parser,
+                                            setup.parser_params, setup.default_email)
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
@@ -356,7 +344,7 @@ class Catalog:
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             self._snapshots[name] = snapshot
-            self._reset_watch(cluster, result, extra_watch, changed)
+            self._reset_watch(cluster, result, extra_watch)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
             self.metrics.record_load(snapshot, result)
@@ -367,20 +355,10 @@ class Catalog:
         self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
 
-    def _parse(self, cluster: ClusterConfig, setup, scope: tuple[str, ...]) -> model.ParseResult:
-        pycache = os.path.join(self.config.state_dir, "pycache", cluster.name)
-        return self.sandbox.parse(cluster.name, cluster.repo, setup.parser, setup.parser_params,
-                                  setup.default_email, changed=scope, pycache_dir=pycache)
-
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
-                     extra: list[str], changed: tuple[str, ...]) -> None:
+                     extra: list[str]) -> None:
         root = cluster.repo
         parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
-        if result.partial and not result.errors:
-            # The files of the workflows not re-read are still what the last parse saw.
-            self._watches[cluster.name].update(parsed, changed)
-            self._last_good_files[cluster.name].update(parsed)
-            return
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         # Files of the last good parse are watched too: a broken parse may have read
@@ -400,10 +378,6 @@ class Catalog:
                ) -> tuple[ClusterSnapshot, list[Change]]:
         name = previous.name
         entries: dict[str, Entry] = {}
-        if result.partial:
-            rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
-            entries = {workflow: previous.entries[workflow] for workflow in result.names
-                       if workflow not in rebuilt and workflow in previous.entries}
         for workflow in result.workflows:
             old = previous.entries.get(workflow.name)
             version = versions[workflow.name] if versions else _version(workflow)
@@ -448,28 +422,10 @@ class Catalog:
             load_duration=result.duration_seconds,
             last_success=(wall_started if not any(e.errors for e in entries.values())
                           and not cluster_errors else previous.last_success),
-            files_watched=len(result.files) if not result.partial else previous.files_watched,
+            files_watched=len(result.files),
             job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
         )
         return snapshot, _changes(previous, snapshot, wall_started)
-
-
-def _partial_scope(cluster: ClusterConfig, previous: ClusterSnapshot,
-                   changed: tuple[str, ...]) -> tuple[str, ...]:
-    """The changed files, repo-relative, when a partial parse may do; else () for a full one
-    (the first load, a changed Pinball YAML, a file outside the repo, a broken cluster)."""
-    root = cluster.repo.rstrip(os.sep) + os.sep
-    if not changed or previous.state is not LoadState.READY or previous.cluster_errors:
-        return ()
-    if any(not path.startswith(root) for path in changed):
-        return ()
-    return tuple(sorted(path[len(root):] for path in changed))
-
-
-def _partial_fits(previous: ClusterSnapshot, result: model.ParseResult) -> bool:
-    """Whether the workflows a partial parse did not rebuild are all known already."""
-    rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
-    return all(name in rebuilt or name in previous.entries for name in result.names)
 
 
 def _log_failure(future) -> None:

@@ -29,8 +29,8 @@ class ServerMetrics:
                                         "Time to parse a cluster in the sandbox", ["cluster"],
                                         buckets=_LOAD_BUCKETS, registry=r)
         self.parses = Counter("token_fetcher_parses_total",
-                              "Cluster parses: full, or partial (only the workflows defined in "
-                              "the changed files)", ["cluster", "scope"], registry=r)
+                              "Cluster parses (each a full parse in a fresh worker)",
+                              ["cluster"], registry=r)
         self.parse_errors = Counter("token_fetcher_parse_errors_total",
                                     "Errors found by parses, by kind", ["cluster", "kind"],
                                     registry=r)
@@ -56,7 +56,7 @@ class ServerMetrics:
 
         name = snapshot.name
         self.parse_duration.labels(name).observe(result.duration_seconds)
-        self.parses.labels(name, "partial" if result.partial else "full").inc()
+        self.parses.labels(name).inc()
         for error in result.errors:
             self.parse_errors.labels(name, error.kind.value).inc()
         for status in Status:

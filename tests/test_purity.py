@@ -1,0 +1,156 @@
+"""Purity: after any change, every served workflow is what a fresh full parse of the current
+sources gives, and reverting a change restores every earlier fingerprint, across a restart
+too. Each re-parse is a full parse in a fresh worker, with no bytecode kept between parses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tests.conftest import example_clusters, metric, replace_file, scrape, wait_for
+from token_fetcher._proto import token_fetcher_pb2 as pb
+
+PY, JS = "example_python", "example_json"
+RUN = 1577944800  # 2020-01-02 06:00 UTC, a daily_reporting run
+
+# Appended to maintenance.py: every JobTemplate command changes, in every module's workflows.
+SHIM_PATCH = """
+JobTemplate.command_template += ' && echo patched'
+"""
+
+
+def fingerprints(stub, cluster: str) -> dict[str, tuple[str, int]]:
+    listing = stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster))
+    return {w.name: (w.fingerprint, w.status) for w in listing.workflows}
+
+
+def parses(server, cluster: str) -> float:
+    return metric(scrape(server.metrics_port), "token_fetcher_parses_total", 0.0, cluster=cluster)
+
+
+@pytest.fixture
+def repos(example_copy) -> tuple[Path, Path]:
+    return example_copy("python_repo"), example_copy("json_repo")
+
+
+def edit_and_wait(server, stub, watch_events, cluster: str, edit) -> pb.WorkflowEvent:
+    """Apply ``edit`` and return the first watch event of the re-parse it causes."""
+    watch = watch_events(stub, cluster)
+    watch.subscribed()
+    loads = parses(server, cluster)
+    edit()
+    [first] = watch.take(lambda event: event.type != pb.WorkflowEvent.TYPE_SUBSCRIBED)
+    wait_for(lambda: parses(server, cluster) > loads, message="the re-parse to be counted")
+    return first
+
+
+def same_as_a_full_parse(start_server, stub_for, tmp_path, repos, cluster, served) -> None:
+    fresh = start_server(clusters=example_clusters(*repos), state_dir=tmp_path / "fresh")
+    assert fingerprints(stub_for(fresh), cluster) == served
+    fresh.stop(grace=1)
+
+
+def rewrite(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def command_of(stub, workflow: str, job: str) -> str:
+    tokens = stub.GetJobTokens(pb.GetJobTokensRequest(
+        cluster=PY, workflow=workflow, jobs=[job], run_time=Timestamp(seconds=RUN)))
+    return tokens.jobs[0].command
+
+
+def test_a_module_patching_the_shims_then_reverted_restores_every_fingerprint(
+        start_server, stub_for, repos, tmp_path):
+    state = tmp_path / "kept-state"
+    clusters = example_clusters(*repos)
+    server = start_server(clusters=clusters, state_dir=state)
+    stub = stub_for(server)
+    original = fingerprints(stub, PY)
+    module = repos[0] / "example_workflows" / "maintenance.py"
+    text = module.read_text()
+
+    # The patch lives in maintenance.py, yet changes daily_reporting (reporting.py) too.
+    rewrite(module, text + SHIM_PATCH)
+    patched = wait_for(lambda: (lambda now: now if now["daily_reporting"] !=
+                                original["daily_reporting"] else None)(fingerprints(stub, PY)),
+                       message="the patch to reach workflows of other modules")
+    assert command_of(stub, "daily_reporting", "load_events").endswith(" && echo patched")
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, patched)
+
+    # Restarted while patched: the same patched layouts; then reverted: every original one.
+    server.stop(grace=1)
+    server = start_server(clusters=clusters, state_dir=state)
+    stub = stub_for(server)
+    assert fingerprints(stub, PY) == patched
+    rewrite(module, text)
+    wait_for(lambda: fingerprints(stub, PY) == original,
+             message="every fingerprint to come back after the revert")
+    assert " && echo patched" not in command_of(stub, "daily_reporting", "load_events")
+
+    server.stop(grace=1)
+    assert fingerprints(stub_for(start_server(clusters=clusters, state_dir=state)), PY) == original
+
+
+def test_editing_one_python_module_serves_a_full_parse(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    before = fingerprints(stub, PY)
+    module = repos[0] / "example_workflows" / "maintenance.py"
+    event = edit_and_wait(server, stub, watch_events, PY,
+                          lambda: replace_file(module, "'echo backup done'",
+                                               "'echo backup finished'"))
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "db_backup")
+    after = fingerprints(stub, PY)
+    assert {n for n in after if after[n] != before[n]} == {"db_backup"}
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, after)
+
+
+def test_editing_a_shared_module_serves_a_full_parse(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    templates = repos[0] / "example_workflows" / "templates.py"
+    event = edit_and_wait(server, stub, watch_events, PY, lambda: (
+        replace_file(templates, "executor=Platform.EMR", "executor=Platform.QUBOLE")))
+    assert event.type == pb.WorkflowEvent.TYPE_CHANGED
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, fingerprints(stub, PY))
+
+
+def test_editing_and_deleting_json_job_files_serves_a_full_parse(
+        start_server, stub_for, watch_events, repos, tmp_path):
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    before = fingerprints(stub, JS)
+    workflows = repos[1] / "repo" / "workflow"
+    job = workflows / "json_heartbeat" / "job" / "heartbeat"
+
+    def bump_attempts() -> None:
+        config = json.loads(job.read_text())
+        config["max_attempts"] = config["max_attempts"] + 1
+        temp = job.with_name(".heartbeat.tmp")
+        temp.write_text(json.dumps(config))
+        os.replace(temp, job)
+
+    event = edit_and_wait(server, stub, watch_events, JS, bump_attempts)
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "json_heartbeat")
+    event = edit_and_wait(server, stub, watch_events, JS,
+                          lambda: (workflows / "json_table_sync/job/SyncAuditJob").unlink())
+    assert (event.type, event.workflow) == (pb.WorkflowEvent.TYPE_CHANGED, "json_table_sync")
+    after = fingerprints(stub, JS)
+    assert {n for n in after if after[n] != before[n]} == {"json_heartbeat", "json_table_sync"}
+    spec = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster=JS,
+                                                          workflow="json_table_sync")).spec
+    assert [job.name for job in spec.jobs] == ["sync_tables"]
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, JS, after)
+    # The deleted file is no longer expected: the watch settles instead of re-parsing.
+    settled = parses(server, JS)
+    edit_and_wait(server, stub, watch_events, JS, bump_attempts)
+    assert parses(server, JS) == settled + 1
