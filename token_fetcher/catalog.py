@@ -337,8 +337,13 @@ class Catalog:
             except SandboxClosed:
                 return None
             result, versions = _servable(result)
-            snapshot, changes = self._merge(previous, result, wall_started, versions)
+            # Until a load succeeds, a workflow that fails has its last good version in the
+            # history: what the cluster served before the restart.
+            restored = self._restored(name) if previous.state is LoadState.LOADING \
+                and result.errors else {}
+            snapshot, changes = self._merge(previous, result, wall_started, versions, restored)
             new_versions = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
+            served = _served(snapshot)
             with self._versions_lock:
                 for entry in snapshot.entries.values():
                     if entry.version is not None:
@@ -351,9 +356,20 @@ class Catalog:
         self._publish(changes)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
-        self.history.save(name, list(new_versions.items()))
+        self.history.save(name, list(new_versions.items()),
+                          served if served != _served(previous) or self.history.error
+                          else None)
         self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
+
+    def _restored(self, cluster: str) -> dict[str, Version]:
+        """The versions the history says this cluster served last, by workflow name."""
+        restored = {}
+        for fingerprint, workflow in self.history.served(cluster).items():
+            version = _version(workflow)
+            if version.fingerprint == fingerprint:  # else saved by an incompatible release
+                restored[workflow.name] = version
+        return restored
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str]) -> None:
@@ -371,11 +387,19 @@ class Catalog:
             folders = {os.path.dirname(path.rstrip(os.sep)) for path in parsed}
             folders.add(root.rstrip(os.sep))
             also.extend(folder + os.sep for folder in sorted(folders))
+        if result.errors and not parsed:
+            # The parse reports nothing it read (the worker crashed or timed out): the fix
+            # may land in any file, so watch the whole repo until a parse reads something.
+            also.extend(_repo_tree(root, cluster.name))
         self._watches[cluster.name].reset(parsed, also)
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
                wall_started: float, versions: Mapping[str, Version] | None = None,
+               restored: Mapping[str, Version] | None = None,
                ) -> tuple[ClusterSnapshot, list[Change]]:
+        """The snapshot a parse gives; a workflow that fails keeps its last good version:
+        the one ``previous`` serves, else the one ``restored`` from the history."""
+        restored = restored or {}
         name = previous.name
         entries: dict[str, Entry] = {}
         for workflow in result.workflows:
@@ -394,12 +418,13 @@ class Catalog:
             else:
                 cluster_errors.append(error)
         for workflow_name, errors in by_workflow.items():
-            entries[workflow_name] = _failed_entry(previous, workflow_name, tuple(errors))
+            entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
+                                                   tuple(errors))
         if cluster_errors:
             # The parse as a whole failed: keep every workflow it could not see.
-            for workflow_name in previous.entries:
+            for workflow_name in [*previous.entries, *restored]:
                 if workflow_name not in entries:
-                    entries[workflow_name] = _failed_entry(previous, workflow_name,
+                    entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
                                                            tuple(cluster_errors))
         succeeded = bool(result.workflows) or not cluster_errors
         if not succeeded and (previous.state is LoadState.FAILED
@@ -426,6 +451,30 @@ class Catalog:
             job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
         )
         return snapshot, _changes(previous, snapshot, wall_started)
+
+
+# Watching a whole repo is the fallback after a parse that read nothing: bounded, since
+# the poller stats every watched path at each poll.
+_MAX_TREE_WATCH = 20_000
+
+
+def _repo_tree(root: str, cluster: str) -> list[str]:
+    """The repo's visible folders (as listings, ending in a separator) and regular files,
+    at most _MAX_TREE_WATCH of them."""
+    found: list[str] = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and name != "__pycache__")
+        found.append(folder.rstrip(os.sep) + os.sep)
+        found.extend(path for path in (os.path.join(folder, name) for name in sorted(files)
+                                       if not name.startswith("."))
+                     if os.path.isfile(path))
+        if len(found) >= _MAX_TREE_WATCH:
+            log.warning("cluster %s: the repo %s has more than %d files and folders; after "
+                        "this failed parse only the first %d are watched (a fix elsewhere "
+                        "needs a Reload)", cluster, root, _MAX_TREE_WATCH, _MAX_TREE_WATCH)
+            return found[:_MAX_TREE_WATCH]
+    return found
 
 
 def _log_failure(future) -> None:
@@ -487,11 +536,16 @@ def _servable(result: model.ParseResult) -> tuple[model.ParseResult, dict[str, V
     return dataclasses.replace(result, workflows=workflows, errors=errors), versions
 
 
-def _failed_entry(previous: ClusterSnapshot, name: str,
+def _failed_entry(previous: ClusterSnapshot, restored: Mapping[str, Version], name: str,
                   errors: tuple[model.WorkflowError, ...]) -> Entry:
     old = previous.entries.get(name)
-    good = old.version if old is not None else None
+    good = old.version if old is not None else restored.get(name)
     return Entry(name, Status.STALE if good else Status.BROKEN, good, errors)
+
+
+def _served(snapshot: ClusterSnapshot) -> dict[str, str]:
+    return {name: entry.version.fingerprint for name, entry in snapshot.entries.items()
+            if entry.version is not None}
 
 
 def _new_versions(previous: ClusterSnapshot, snapshot: ClusterSnapshot) -> list[Version]:
