@@ -63,6 +63,8 @@ class Entry:
     status: Status
     version: Version | None
     errors: tuple[model.WorkflowError, ...]
+    # The layout changed between two parses that read the same files (see _merge).
+    dynamic: bool = False
     # Serialized answers built from this entry, owned by the service.
     responses: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,6 +86,10 @@ class ClusterSnapshot:
 
     def count(self, status: Status) -> int:
         return sum(1 for entry in self.entries.values() if entry.status is status)
+
+    @property
+    def dynamic_count(self) -> int:
+        return sum(1 for entry in self.entries.values() if entry.dynamic)
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,11 @@ class Catalog:
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
+        # What the last parse read (its files and parser setup), to tell a layout that
+        # changed by itself from one whose sources changed; None after a failed parse.
+        self._inputs: dict[str, tuple | None] = {n: None for n in config.clusters}
+        # When each cluster was last parsed or queued for parsing (time.monotonic).
+        self._parsed_at = {n: 0.0 for n in config.clusters}
         self._versions: cachetools.LRUCache[tuple[str, str], Version] = cachetools.LRUCache(4096)
         self._versions_lock = threading.Lock()
         self._subscribers: list[Subscription] = []
@@ -300,7 +311,7 @@ class Catalog:
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.config.poll_interval_seconds):
-            for name in self.config.clusters:
+            for name, cluster in self.config.clusters.items():
                 if self._stop.is_set():
                     return
                 lock = self._cluster_locks[name]
@@ -308,22 +319,29 @@ class Catalog:
                     continue  # a load is under way; it resets the watch when done
                 with lock:
                     changed = self._watches[name].changed()
+                now = time.monotonic()
                 if changed:
                     log.info("cluster %s: %s changed; re-parsing", name, changed[0])
-                    try:
-                        future = self._loader.submit(self._load, name, time.monotonic())
-                    except RuntimeError:  # stop() shut the loader down meanwhile
-                        return
-                    future.add_done_callback(_log_failure)
+                elif not (cluster.reparse_interval_seconds and now - self._parsed_at[name]
+                          >= cluster.reparse_interval_seconds):
+                    continue
+                self._parsed_at[name] = now
+                try:
+                    future = self._loader.submit(self._load, name, now if changed else None)
+                except RuntimeError:  # stop() shut the loader down meanwhile
+                    return
+                future.add_done_callback(_log_failure)
 
     def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
         with self._cluster_locks[name]:
             if self._stop.is_set():
                 return None
+            started = time.monotonic()
             wall_started = time.time()
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
+            setup = None
             try:
                 # Always the whole cluster, in a fresh worker: a module may change any other
                 # workflow (by patching the shims, say), so only a full parse of the current
@@ -341,7 +359,12 @@ class Catalog:
             # history: what the cluster served before the restart.
             restored = self._restored(name) if previous.state is LoadState.LOADING \
                 and result.errors else {}
-            snapshot, changes = self._merge(previous, result, wall_started, versions, restored)
+            inputs = (frozenset(result.files), setup) if result.files and not any(
+                not error.workflow for error in result.errors) else None
+            same_inputs = inputs is not None and inputs == self._inputs[name]
+            self._inputs[name] = inputs
+            snapshot, changes = self._merge(previous, result, wall_started, versions, restored,
+                                            same_inputs)
             new_versions = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
             served = _served(snapshot)
             with self._versions_lock:
@@ -352,7 +375,9 @@ class Catalog:
             self._reset_watch(cluster, result, extra_watch)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
-            self.metrics.record_load(snapshot, result)
+            self.metrics.record_load(snapshot, result, changes)
+            self._parsed_at[name] = time.monotonic()
+        _log_load(previous, snapshot, changes, time.monotonic() - started)
         self._publish(changes)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
@@ -395,21 +420,31 @@ class Catalog:
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
                wall_started: float, versions: Mapping[str, Version] | None = None,
-               restored: Mapping[str, Version] | None = None,
+               restored: Mapping[str, Version] | None = None, same_inputs: bool = False,
                ) -> tuple[ClusterSnapshot, list[Change]]:
         """The snapshot a parse gives; a workflow that fails keeps its last good version:
-        the one ``previous`` serves, else the one ``restored`` from the history."""
+        the one ``previous`` serves, else the one ``restored`` from the history.
+
+        ``same_inputs``: the parse read the same files with the same contents, and the same
+        parser setup, as the one before. Then a workflow whose layout changed is dynamic
+        (its definition depends on the clock, randomness or outside data), and one whose
+        layout did not change is no longer. Otherwise the flag stays as it was.
+        """
         restored = restored or {}
         name = previous.name
         entries: dict[str, Entry] = {}
         for workflow in result.workflows:
             old = previous.entries.get(workflow.name)
             version = versions[workflow.name] if versions else _version(workflow)
-            if old is not None and old.version is not None and \
-                    old.version.fingerprint == version.fingerprint and old.status is Status.OK:
-                entries[workflow.name] = old  # unchanged: keep its ready-made answers
+            was_ok = old is not None and old.version is not None and old.status is Status.OK
+            if was_ok and old.version.fingerprint == version.fingerprint:
+                # Unchanged: keep its ready-made answers, unless a re-parse of the same
+                # files just showed that its layout is stable again.
+                entries[workflow.name] = old if not (same_inputs and old.dynamic) \
+                    else Entry(workflow.name, Status.OK, version, ())
             else:
-                entries[workflow.name] = Entry(workflow.name, Status.OK, version, ())
+                dynamic = (was_ok and same_inputs) or (old is not None and old.dynamic)
+                entries[workflow.name] = Entry(workflow.name, Status.OK, version, (), dynamic)
         by_workflow: dict[str, list[model.WorkflowError]] = {}
         cluster_errors = []
         for error in result.errors:
@@ -450,7 +485,7 @@ class Catalog:
             files_watched=len(result.files),
             job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
         )
-        return snapshot, _changes(previous, snapshot, wall_started)
+        return snapshot, _changes(previous, snapshot, wall_started, same_inputs)
 
 
 # Watching a whole repo is the fallback after a parse that read nothing: bounded, since
@@ -475,6 +510,63 @@ def _repo_tree(root: str, cluster: str) -> list[str]:
                         "needs a Reload)", cluster, root, _MAX_TREE_WATCH, _MAX_TREE_WATCH)
             return found[:_MAX_TREE_WATCH]
     return found
+
+
+def _log_load(previous: ClusterSnapshot, snapshot: ClusterSnapshot, changes: list[Change],
+              seconds: float) -> None:
+    """What an operator needs from a load: a summary, and what broke, recovered or turned
+    out to be dynamic (each once, when it happens)."""
+    name = _printable(snapshot.name)
+    if snapshot.cluster_errors != previous.cluster_errors:
+        for error in snapshot.cluster_errors:
+            log.warning("cluster %s: the parse failed: %s", name, _described(error))
+        if previous.cluster_errors and not snapshot.cluster_errors:
+            log.info("cluster %s: the parse succeeds again", name)
+    event = pb.WorkflowEvent
+    for change in changes:
+        new, old = snapshot.entries.get(change.workflow), previous.entries.get(change.workflow)
+        workflow = _printable(change.workflow)
+        if change.type == event.TYPE_BROKEN and new is not None:
+            served = (f"its last good version {change.new_fingerprint[:12]} is served"
+                      if new.status is Status.STALE else "it has no good version to serve")
+            more = f" (and {len(new.errors) - 1} more errors)" if len(new.errors) > 1 else ""
+            log.warning("cluster %s: workflow %s is %s (%s): %s%s", name, workflow,
+                        new.status.name, served, _described(new.errors[0]), more)
+        elif change.type == event.TYPE_DYNAMIC and old is not None and not old.dynamic:
+            log.warning("cluster %s: workflow %s has a dynamic layout: it changed (%s -> %s) "
+                        "although no file its parse read changed (does it depend on the clock, "
+                        "randomness or outside data?); the newest is served", name, workflow,
+                        change.old_fingerprint[:12], change.new_fingerprint[:12])
+        elif change.type == event.TYPE_DYNAMIC:
+            log.info("cluster %s: dynamic workflow %s changed again (%s -> %s)", name, workflow,
+                     change.old_fingerprint[:12], change.new_fingerprint[:12])
+        elif change.type == event.TYPE_CHANGED and old is not None and new is not None:
+            if old.status is not Status.OK:
+                log.info("cluster %s: workflow %s recovered: OK, version %s", name, workflow,
+                         change.new_fingerprint[:12])
+            if old.dynamic and not new.dynamic:
+                log.info("cluster %s: workflow %s no longer looks dynamic: a re-parse of the "
+                         "same files gave the same layout", name, workflow)
+    log.info("cluster %s: loaded in %.2f s: %d workflows (%d OK, %d stale, %d broken, "
+             "%d dynamic)", name, seconds, len(snapshot.entries), snapshot.count(Status.OK),
+             snapshot.count(Status.STALE), snapshot.count(Status.BROKEN), snapshot.dynamic_count)
+
+
+def _described(error: model.WorkflowError) -> str:
+    """``kind at file:line: message``, with control characters escaped (definition code
+    chooses the message)."""
+    where = f" at {error.file}:{error.line}" if error.file and error.line else (
+        f" at {error.file}" if error.file else "")
+    return _printable(f"{error.kind.value}{where}: {error.message}")
+
+
+# C0 and C1 control characters and DEL, written as escapes: a log line stays one line and
+# cannot drive the operator's terminal.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+
+
+def _printable(text: str) -> str:
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def _log_failure(future) -> None:
@@ -540,7 +632,8 @@ def _failed_entry(previous: ClusterSnapshot, restored: Mapping[str, Version], na
                   errors: tuple[model.WorkflowError, ...]) -> Entry:
     old = previous.entries.get(name)
     good = old.version if old is not None else restored.get(name)
-    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors)
+    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors,
+                 old is not None and old.dynamic)
 
 
 def _served(snapshot: ClusterSnapshot) -> dict[str, str]:
@@ -558,7 +651,8 @@ def _fingerprint(entry: Entry | None) -> str:
     return entry.version.fingerprint if entry is not None and entry.version else ""
 
 
-def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float) -> list[Change]:
+def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float,
+             same_inputs: bool) -> list[Change]:
     event = pb.WorkflowEvent
     changes = []
     for name in snapshot.names:
@@ -570,7 +664,10 @@ def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float) -
                                       new.errors, now))
         elif old is None:
             changes.append(Change(event.TYPE_ADDED, snapshot.name, name, "", new_fp, (), now))
-        elif old_fp != new_fp or old.status is not Status.OK:
+        elif old_fp != new_fp and same_inputs and old.status is Status.OK:
+            changes.append(Change(event.TYPE_DYNAMIC, snapshot.name, name, old_fp, new_fp, (),
+                                  now))
+        elif old_fp != new_fp or old.status is not Status.OK or old.dynamic != new.dynamic:
             changes.append(Change(event.TYPE_CHANGED, snapshot.name, name, old_fp, new_fp, (),
                                   now))
     for name in previous.names:
