@@ -2,7 +2,8 @@
 parse read changed is flagged dynamic (ListWorkflows, GetWorkflowSpec, ResolveMigration,
 GetServerInfo, a watch event, a metric, a WARNING); the newest layout is served and every
 version stays in the history. The flag is cleared when a re-parse of the same files gives
-the same layout again; ``reparse_interval_seconds`` re-parses on a timer."""
+the same layout again. The re-parse timer on a real server is in
+tests/reliability/test_catalog_purity.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.conftest import metric, scrape, wait_for
+from tests.conftest import metric, scrape
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ConfigError, parse_config
 
@@ -142,19 +143,6 @@ def test_a_layout_that_changes_by_itself_is_flagged_dynamic_until_it_is_stable(
     assert not workflows(stub)["random_daily"].dynamic and dynamic_count(stub) == 0
     assert any("workflow random_daily no longer looks dynamic" in r.getMessage()
                for r in caplog.records if r.levelno == logging.INFO)
-
-
-def test_the_reparse_timer_keeps_a_dynamic_layout_fresh(start_server, stub_for, watch_events,
-                                                        tmp_path):
-    clusters, _ = team_repo(tmp_path, reparse_interval_seconds=0.2)
-    stub = stub_for(start_server(clusters))
-    watch = watch_events(stub, CLUSTER)
-    watch.subscribed()
-    events = watch.take(not_subscribed, count=2)
-    assert [(e.type, e.workflow) for e in events] == [(Event.TYPE_DYNAMIC, "random_daily")] * 2
-    assert events[1].old_fingerprint == events[0].new_fingerprint
-    assert wait_for(lambda: workflows(stub)["random_daily"].dynamic)
-    assert not workflows(stub)["stable_daily"].dynamic
 
 
 def test_the_reparse_timer_is_off_unless_configured(tmp_path):

@@ -1,6 +1,6 @@
 """Purity: after any change, every served workflow is what a fresh full parse of the current
-sources gives, and reverting a change restores every earlier fingerprint, across a restart
-too. Each re-parse is a full parse in a fresh worker, with no bytecode kept between parses."""
+sources gives (each re-parse is a full parse in a fresh worker). A module that patches the
+shims, then is reverted, is in tests/reliability/test_catalog_purity.py."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.conftest import example_clusters, metric, replace_file, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"
-RUN = 1577944800  # 2020-01-02 06:00 UTC, a daily_reporting run
-
-# Appended to maintenance.py: every JobTemplate command changes, in every module's workflows.
-SHIM_PATCH = """
-JobTemplate.command_template += ' && echo patched'
-"""
 
 
 def fingerprints(stub, cluster: str) -> dict[str, tuple[str, int]]:
@@ -52,50 +45,6 @@ def same_as_a_full_parse(start_server, stub_for, tmp_path, repos, cluster, serve
     fresh = start_server(clusters=example_clusters(*repos), state_dir=tmp_path / "fresh")
     assert fingerprints(stub_for(fresh), cluster) == served
     fresh.stop(grace=1)
-
-
-def rewrite(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
-def command_of(stub, workflow: str, job: str) -> str:
-    tokens = stub.GetJobTokens(pb.GetJobTokensRequest(
-        cluster=PY, workflow=workflow, jobs=[job], run_time=Timestamp(seconds=RUN)))
-    return tokens.jobs[0].command
-
-
-def test_a_module_patching_the_shims_then_reverted_restores_every_fingerprint(
-        start_server, stub_for, repos, tmp_path):
-    state = tmp_path / "kept-state"
-    clusters = example_clusters(*repos)
-    server = start_server(clusters=clusters, state_dir=state)
-    stub = stub_for(server)
-    original = fingerprints(stub, PY)
-    module = repos[0] / "example_workflows" / "maintenance.py"
-    text = module.read_text()
-
-    # The patch lives in maintenance.py, yet changes daily_reporting (reporting.py) too.
-    rewrite(module, text + SHIM_PATCH)
-    patched = wait_for(lambda: (lambda now: now if now["daily_reporting"] !=
-                                original["daily_reporting"] else None)(fingerprints(stub, PY)),
-                       message="the patch to reach workflows of other modules")
-    assert command_of(stub, "daily_reporting", "load_events").endswith(" && echo patched")
-    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, patched)
-
-    # Restarted while patched: the same patched layouts; then reverted: every original one.
-    server.stop(grace=1)
-    server = start_server(clusters=clusters, state_dir=state)
-    stub = stub_for(server)
-    assert fingerprints(stub, PY) == patched
-    rewrite(module, text)
-    wait_for(lambda: fingerprints(stub, PY) == original,
-             message="every fingerprint to come back after the revert")
-    assert " && echo patched" not in command_of(stub, "daily_reporting", "load_events")
-
-    server.stop(grace=1)
-    assert fingerprints(stub_for(start_server(clusters=clusters, state_dir=state)), PY) == original
 
 
 def test_editing_one_python_module_serves_a_full_parse(

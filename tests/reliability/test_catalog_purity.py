@@ -17,11 +17,14 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.test_dynamic_layouts import CLUSTER as TEAM
+from tests.test_dynamic_layouts import team_repo
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 from .reliability_helpers import (
     PY,
     copy_example,
+    metric,
     python_cluster_inline,
     replace_atomically,
     wait_for,
@@ -29,6 +32,10 @@ from .reliability_helpers import (
 
 RUN = Timestamp(seconds=1577944800)  # 2020-01-02 06:00 UTC, a daily_reporting run
 OK, STALE, BROKEN = pb.PARSE_STATUS_OK, pb.PARSE_STATUS_STALE, pb.PARSE_STATUS_BROKEN
+# Appended to maintenance.py: every JobTemplate command changes, in every module's workflows.
+SHIM_PATCH = """
+JobTemplate.command_template += ' && echo patched'
+"""
 # Appended to a definition module: the parse worker dies while importing it.
 CRASH = "\nimport os\nos._exit(3)\n"
 
@@ -59,6 +66,50 @@ def log_lines(server, pattern: str) -> list[str]:
     return [line for line in server.lines if re.search(pattern, line)]
 
 
+def command_of(stub, workflow: str, job: str) -> str:
+    tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=PY, workflow=workflow, jobs=[job],
+                                                      run_time=RUN), timeout=10)
+    return tokens.jobs[0].command
+
+
+def test_a_module_that_patches_the_shims_then_is_reverted_restores_every_fingerprint(
+        serve_process, tmp_path):
+    repo = copy_example(tmp_path, "python_repo")
+    config = server_config(repo, tmp_path / "state")
+    server = serve_process(config, name="first")
+    server.wait_serving()
+    stub = server.stub()
+    original = fingerprints(stub)
+    module = repo / "example_workflows" / "maintenance.py"
+    text = module.read_text()
+
+    # The patch lives in maintenance.py, yet changes daily_reporting (reporting.py) too.
+    replace_atomically(module, text + SHIM_PATCH)
+    wait_for(lambda: fingerprints(stub)["daily_reporting"] != original["daily_reporting"],
+             message="the patch to reach the workflows of other modules")
+    patched = fingerprints(stub)
+    assert command_of(stub, "daily_reporting", "load_events").endswith(" && echo patched")
+    fresh = serve_process(server_config(repo, tmp_path / "fresh-state"), name="fresh")
+    fresh.wait_serving()
+    assert fingerprints(fresh.stub()) == patched
+    fresh.close()
+
+    # Restarted while patched: the same layouts; then reverted: every original one.
+    server.close()
+    server = serve_process(config, name="second")
+    server.wait_serving()
+    stub = server.stub()
+    assert fingerprints(stub) == patched
+    replace_atomically(module, text)
+    wait_for(lambda: fingerprints(stub) == original,
+             message="every fingerprint to come back after the revert")
+    assert " && echo patched" not in command_of(stub, "daily_reporting", "load_events")
+    server.close()
+    third = serve_process(config, name="third")
+    third.wait_serving()
+    assert fingerprints(third.stub()) == original
+
+
 def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_process,
                                                                           tmp_path):
     repo = copy_example(tmp_path, "python_repo")
@@ -87,10 +138,21 @@ def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_
                                                       run_time=RUN), timeout=10)
     assert tokens.status == STALE and list(tokens.jobs) == list(tokens_before.jobs)
 
+    # The log says what is served and why.
+    assert len(log_lines(second, rf"WARNING \S+: cluster {PY}: the parse failed: "
+                                 r"worker_crashed: ")) == 1
+    stale = log_lines(second, rf"WARNING \S+: cluster {PY}: workflow \w+ is STALE \(its last "
+                              r"good version \w+ is served\): worker_crashed: ")
+    assert sorted(re.search(r"workflow (\w+)", line).group(1) for line in stale) == sorted(before)
+    assert log_lines(second, rf"INFO \S+: cluster {PY}: loaded in \S+ s: 7 workflows \(0 OK, "
+                             r"7 stale, 0 broken, 0 dynamic\)")
+
     # The fix lands in a module below the repo root, and nothing calls Reload.
     replace_atomically(module, text)
     wait_for(lambda: all_ok(stub), message="the cluster to recover by itself")
     assert fingerprints(stub) == before
+    wait_for(lambda: len(log_lines(second, rf"INFO \S+: cluster {PY}: workflow \w+ recovered: "
+                                           r"OK")) == 7, message="seven recovered lines")
 
 
 def test_restarted_with_one_broken_workflow_serves_its_last_good_version(serve_process,
@@ -134,3 +196,32 @@ def test_a_first_parse_that_crashes_recovers_when_the_fix_lands(serve_process, t
     wait_for(lambda: cluster_info(stub).state == pb.LOAD_STATE_READY and all_ok(stub),
              message="the first load to be retried when the fix lands")
     assert len(listing(stub)) == 7
+
+
+def test_a_layout_that_changes_at_every_import_is_flagged_and_kept_fresh_by_the_timer(
+        serve_process, tmp_path):
+    clusters, _ = team_repo(tmp_path, reparse_interval_seconds=0.3)
+    server = serve_process({"clusters": clusters})
+    server.wait_serving()
+    stub = server.stub()
+    watch = stub.WatchWorkflows(pb.WatchWorkflowsRequest(cluster=TEAM), timeout=60)
+    events = []
+    for event in watch:  # bounded by the call's timeout
+        if event.type != pb.WorkflowEvent.TYPE_SUBSCRIBED:
+            events.append(event)
+        if len(events) == 2:
+            break
+    watch.cancel()
+    assert [(e.type, e.workflow) for e in events] == [
+        (pb.WorkflowEvent.TYPE_DYNAMIC, "random_daily")] * 2
+    assert events[1].old_fingerprint == events[0].new_fingerprint
+    served = {w.name: w for w in stub.ListWorkflows(
+        pb.ListWorkflowsRequest(cluster=TEAM), timeout=10).workflows}
+    assert served["random_daily"].dynamic and not served["stable_daily"].dynamic
+    # Announced once, when it turned out to be dynamic.
+    assert len(log_lines(server, rf"WARNING \S+: cluster {TEAM}: workflow random_daily has a "
+                                 r"dynamic layout")) == 1
+    assert not log_lines(server, "stable_daily")
+    samples = server.scrape()
+    assert metric(samples, "token_fetcher_dynamic_workflows", cluster=TEAM) == 1
+    assert metric(samples, "token_fetcher_dynamic_layout_changes_total", cluster=TEAM) >= 2
