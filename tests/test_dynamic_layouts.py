@@ -154,8 +154,11 @@ def test_the_reparse_timer_is_off_unless_configured(tmp_path):
         .reparse_interval_seconds == 90.0
 
 
-@pytest.mark.parametrize("value", [0, -5, "often"])
-def test_reparse_interval_must_be_a_positive_number(tmp_path, value):
+@pytest.mark.parametrize(("value", "problem"), [
+    (0, "must be positive, got 0"), (-5, "must be positive, got -5"),
+    ("often", "expected int or float, got 'often'")])
+def test_reparse_interval_must_be_a_positive_number(tmp_path, value, problem):
     clusters, _ = team_repo(tmp_path, reparse_interval_seconds=value)
-    with pytest.raises(ConfigError, match=rf"clusters\.{CLUSTER}.*reparse_interval_seconds"):
+    with pytest.raises(ConfigError, match=rf"clusters\.{CLUSTER}.*reparse_interval_seconds.*"
+                                          rf"{problem}"):
         parse_config({"clusters": clusters}, tmp_path)

@@ -175,7 +175,7 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
         parser = reader.take("parser", str, "")
         params = reader.take("parser_params", dict, None)
         default_email = reader.take("default_email", str, "")
-        reparse_interval = reader.take("reparse_interval_seconds", (int, float, type(None)), None)
+        reparse_interval = reader.take("reparse_interval_seconds", (int, float), None)
         if reparse_interval is not None and reparse_interval <= 0:
             reader.fail(f"reparse_interval_seconds must be positive, got {reparse_interval!r} "
                         "(leave it out to re-parse only when files change)")
