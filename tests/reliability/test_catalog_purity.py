@@ -62,6 +62,13 @@ def server_config(repo: Path, state: Path, **settings) -> dict:
     return {"clusters": {PY: python_cluster_inline(repo)}, "state_dir": str(state), **settings}
 
 
+def serving(serve_process, config: dict, name: str = "server"):
+    """A `token-fetcher serve` process whose first load has finished."""
+    server = serve_process(config, name=name)
+    server.wait_serving()
+    return server
+
+
 def log_lines(server, pattern: str) -> list[str]:
     return [line for line in server.lines if re.search(pattern, line)]
 
@@ -76,8 +83,7 @@ def test_a_module_that_patches_the_shims_then_is_reverted_restores_every_fingerp
         serve_process, tmp_path):
     repo = copy_example(tmp_path, "python_repo")
     config = server_config(repo, tmp_path / "state")
-    server = serve_process(config, name="first")
-    server.wait_serving()
+    server = serving(serve_process, config, "first")
     stub = server.stub()
     original = fingerprints(stub)
     module = repo / "example_workflows" / "maintenance.py"
@@ -89,15 +95,13 @@ def test_a_module_that_patches_the_shims_then_is_reverted_restores_every_fingerp
              message="the patch to reach the workflows of other modules")
     patched = fingerprints(stub)
     assert command_of(stub, "daily_reporting", "load_events").endswith(" && echo patched")
-    fresh = serve_process(server_config(repo, tmp_path / "fresh-state"), name="fresh")
-    fresh.wait_serving()
+    fresh = serving(serve_process, server_config(repo, tmp_path / "fresh-state"), "fresh")
     assert fingerprints(fresh.stub()) == patched
     fresh.close()
 
     # Restarted while patched: the same layouts; then reverted: every original one.
     server.close()
-    server = serve_process(config, name="second")
-    server.wait_serving()
+    server = serving(serve_process, config, "second")
     stub = server.stub()
     assert fingerprints(stub) == patched
     replace_atomically(module, text)
@@ -105,8 +109,7 @@ def test_a_module_that_patches_the_shims_then_is_reverted_restores_every_fingerp
              message="every fingerprint to come back after the revert")
     assert " && echo patched" not in command_of(stub, "daily_reporting", "load_events")
     server.close()
-    third = serve_process(config, name="third")
-    third.wait_serving()
+    third = serving(serve_process, config, "third")
     assert fingerprints(third.stub()) == original
 
 
@@ -114,8 +117,7 @@ def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_
                                                                           tmp_path):
     repo = copy_example(tmp_path, "python_repo")
     config = server_config(repo, tmp_path / "state")
-    first = serve_process(config, name="first")
-    first.wait_serving()
+    first = serving(serve_process, config, "first")
     before = fingerprints(first.stub())
     tokens_before = first.stub().GetJobTokens(pb.GetJobTokensRequest(
         cluster=PY, workflow="daily_reporting", run_time=RUN), timeout=10)
@@ -124,8 +126,7 @@ def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_
     module = repo / "example_workflows" / "ingest.py"
     text = module.read_text()
     replace_atomically(module, text + CRASH)
-    second = serve_process(config, name="second")
-    second.wait_serving()
+    second = serving(serve_process, config, "second")
     stub = second.stub()
     served = listing(stub)
     assert {name: (w.fingerprint, w.status) for name, w in served.items()} == {
@@ -159,8 +160,7 @@ def test_restarted_with_one_broken_workflow_serves_its_last_good_version(serve_p
                                                                          tmp_path):
     repo = copy_example(tmp_path, "python_repo")
     config = server_config(repo, tmp_path / "state")
-    first = serve_process(config, name="first")
-    first.wait_serving()
+    first = serving(serve_process, config, "first")
     before = fingerprints(first.stub())
     first.close()
 
@@ -168,8 +168,7 @@ def test_restarted_with_one_broken_workflow_serves_its_last_good_version(serve_p
     text = module.read_text()
     replace_atomically(module, text.replace("dependency=['snapshot_db']",
                                             "dependency=['snapshot_dbb']"))
-    second = serve_process(config, name="second")
-    second.wait_serving()
+    second = serving(serve_process, config, "second")
     stub = second.stub()
     served = listing(stub)
     assert (served["db_backup"].status, served["db_backup"].fingerprint) == (
@@ -186,8 +185,7 @@ def test_a_first_parse_that_crashes_recovers_when_the_fix_lands(serve_process, t
     module = repo / "example_workflows" / "ingest.py"
     text = module.read_text()
     replace_atomically(module, text + CRASH)
-    server = serve_process(server_config(repo, tmp_path / "state"))
-    server.wait_serving()
+    server = serving(serve_process, server_config(repo, tmp_path / "state"))
     stub = server.stub()
     info = cluster_info(stub)
     assert info.state == pb.LOAD_STATE_FAILED
@@ -201,8 +199,7 @@ def test_a_first_parse_that_crashes_recovers_when_the_fix_lands(serve_process, t
 def test_a_layout_that_changes_at_every_import_is_flagged_and_kept_fresh_by_the_timer(
         serve_process, tmp_path):
     clusters, _ = team_repo(tmp_path, reparse_interval_seconds=0.3)
-    server = serve_process({"clusters": clusters})
-    server.wait_serving()
+    server = serving(serve_process, {"clusters": clusters})
     stub = server.stub()
     watch = stub.WatchWorkflows(pb.WatchWorkflowsRequest(cluster=TEAM), timeout=60)
     events = []
