@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.conftest import example_clusters, metric, replace_file, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"
+RUN = 1577944800  # 2020-01-02 06:00 UTC
 
 
 def fingerprints(stub, cluster: str) -> dict[str, tuple[str, int]]:
@@ -103,3 +106,58 @@ def test_editing_and_deleting_json_job_files_serves_a_full_parse(
     settled = parses(server, JS)
     edit_and_wait(server, stub, watch_events, JS, bump_attempts)
     assert parses(server, JS) == settled + 1
+
+
+GATED_WORKFLOWS = """import os
+import time
+from datetime import datetime, timedelta
+
+from pinball_ext.job_templates import CommandJobTemplate
+from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
+
+from team.commands import COMMAND
+
+# Say that commands.py has been imported, then wait for the gate (the test edits it meanwhile).
+open({imported!r}, 'a').close()
+while os.path.exists({gate!r}):
+    time.sleep(0.02)
+
+WORKFLOWS = {{
+    'daily': WorkflowConfig(
+        jobs={{'work': JobConfig(CommandJobTemplate('work', COMMAND))}},
+        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
+        schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
+}}
+"""
+
+
+def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub_for, tmp_path):
+    """The worker hashes the files it read when it is done: a file replaced after it was
+    imported would be recorded with its new content although the parse used the old one."""
+    package = tmp_path / "team_repo" / "team"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "commands.py").write_text("COMMAND = 'echo old'\n")
+    imported, gate = tmp_path / "imported", tmp_path / "gate"
+    (package / "workflows.py").write_text(GATED_WORKFLOWS.format(imported=str(imported),
+                                                                 gate=str(gate)))
+    server = start_server({"team": {
+        "repo": str(package.parent), "parser": "pinball_ext.workflow.parser.PyWorkflowParser",
+        "parser_params": {"workflows_config": "team.workflows.WORKFLOWS"}}})
+    stub = stub_for(server)
+
+    def command() -> str:
+        tokens = stub.GetJobTokens(pb.GetJobTokensRequest(
+            cluster="team", workflow="daily", jobs=["work"], run_time=Timestamp(seconds=RUN)))
+        return tokens.jobs[0].command
+
+    assert command() == "echo old"
+    imported.unlink()
+    gate.touch()
+    reloading = threading.Thread(target=stub.Reload, args=(pb.ReloadRequest(cluster="team"),))
+    reloading.start()
+    wait_for(imported.exists, message="the re-parse to import commands.py")
+    replace_file(package / "commands.py", "'echo old'", "'echo new'")
+    gate.unlink()
+    reloading.join(30)
+    wait_for(lambda: command() == "echo new", message="the edit made during the parse")

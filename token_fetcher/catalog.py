@@ -134,9 +134,21 @@ class FileWatch:
     def __len__(self) -> int:
         return len(self._expected)
 
-    def reset(self, parsed: Mapping[str, str], also: Iterable[str]) -> None:
-        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now."""
-        expected = dict(parsed)
+    def signatures(self) -> dict[str, tuple | None]:
+        """The stat signature of every watched path, now."""
+        return {path: _stat_signature(path) for path in self._expected}
+
+    def reset(self, parsed: Mapping[str, str], also: Iterable[str],
+              before: Mapping[str, tuple | None] | None = None) -> None:
+        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now.
+
+        ``before`` holds the signatures taken just before the parse: a file that changed
+        since may have been read before the change and hashed after it, so it is
+        expected as nothing, and the next poll re-parses.
+        """
+        before = before or {}
+        expected = {path: "" if path in before and _stat_signature(path) != before[path]
+                    else digest for path, digest in parsed.items()}
         for path in also:
             if path not in expected:
                 expected[path] = _current_digest(path)
@@ -342,6 +354,7 @@ class Catalog:
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
             setup = None
+            before = self._watches[name].signatures()
             try:
                 # Always the whole cluster, in a fresh worker: a module may change any other
                 # workflow (by patching the shims, say), so only a full parse of the current
@@ -372,7 +385,7 @@ class Catalog:
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             self._snapshots[name] = snapshot
-            self._reset_watch(cluster, result, extra_watch)
+            self._reset_watch(cluster, result, extra_watch, before)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
             self.metrics.record_load(snapshot, result, changes)
@@ -397,7 +410,7 @@ class Catalog:
         return restored
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
-                     extra: list[str]) -> None:
+                     extra: list[str], before: Mapping[str, tuple | None]) -> None:
         root = cluster.repo
         parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
         if not result.errors:
@@ -416,7 +429,7 @@ class Catalog:
             # The parse reports nothing it read (the worker crashed or timed out): the fix
             # may land in any file, so watch the whole repo until a parse reads something.
             also.extend(_repo_tree(root, cluster.name))
-        self._watches[cluster.name].reset(parsed, also)
+        self._watches[cluster.name].reset(parsed, also, before)
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
                wall_started: float, versions: Mapping[str, Version] | None = None,
