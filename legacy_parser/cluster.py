@@ -20,11 +20,9 @@ PARSERS = (PYTHON_PARSER, JSON_PARSER)
 
 
 def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
-               default_email: str = "", pycache_dir: str = "") -> ParseResult:
+               default_email: str = "") -> ParseResult:
     """Parse every workflow of the cluster in this process. Imports user code: call only
-    inside a sandbox worker. ``pycache_dir`` keeps compiled modules outside the (often
-    read-only) repo.
-    """
+    inside a sandbox worker."""
     started = time.monotonic()
     repo_root = os.path.realpath(repo_root)
     locator = Locator(repo_root)
@@ -33,10 +31,7 @@ def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[st
         from pinball.config.pinball_config import PinballConfig
 
         PinballConfig.DEFAULT_EMAIL = default_email
-    if pycache_dir:
-        sys.pycache_prefix = pycache_dir
-    else:
-        sys.dont_write_bytecode = True  # the legacy repo is typically mounted read-only
+    sys.dont_write_bytecode = True  # the legacy repo is typically mounted read-only
     sys.path.insert(0, repo_root)
     files: list[SourceFile] = []
     if parser == PYTHON_PARSER:

@@ -18,23 +18,48 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     request = json.loads(sys.stdin.read())
-    memory = int(request["memory_bytes"])
-    if memory > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if request["run_as"] is not None:
+        become(request["run_as"])
+    _limit(resource.RLIMIT_AS, request["memory_bytes"])
     cpu_seconds = int(request["cpu_seconds"])
     if cpu_seconds > 0:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    # Threads count as processes; with a user namespace the count is this parse's own.
+    _limit(resource.RLIMIT_NPROC, request["max_processes"])
+    _limit(resource.RLIMIT_NOFILE, request["max_open_files"])
+    _limit(resource.RLIMIT_FSIZE, request["max_file_bytes"])
 
     from legacy_parser.cluster import parse_here
+    from legacy_parser.limits import ResultCaps, enforce_caps
     from legacy_parser.model import to_plain
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
-                        request["parser_params"], request["default_email"],
-                        request.get("pycache_dir", ""))
+                        request["parser_params"], request["default_email"])
+    # Here for errors located at the offending job and a result that stays small; the
+    # server applies the same caps again, since definition code could have changed this.
+    result = enforce_caps(result, ResultCaps(**request["caps"]))
     json.dump({"result": to_plain(result)}, result_stream)
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.
     os._exit(0)
+
+
+def become(uid: int) -> None:
+    """Switch to ``uid`` (and the group of the same number) for good, if not already."""
+    if os.getuid() != uid:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SystemExit(f"the parse worker could not switch to uid {uid}")
+
+
+def _limit(kind: int, value: int) -> None:
+    value = int(value)
+    if value > 0:
+        hard = resource.getrlimit(kind)[1]
+        capped = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(kind, (capped, capped))
 
 
 if __name__ == "__main__":

@@ -238,8 +238,9 @@ WORKFLOWS = {{
 
 
 def blocking_repo(folder: Path) -> tuple[dict, Path]:
-    """A Python-format repo whose import blocks until ``flag`` exists: (cluster config, flag)."""
-    flag = folder / "release-the-import"
+    """A Python-format repo whose import blocks until ``flag`` exists: (cluster config, flag).
+    The flag is inside the repo: a parse sees nothing outside it."""
+    flag = folder / "slow_repo" / "release-the-import"
     package = folder / "slow_repo" / "slow_workflows"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")

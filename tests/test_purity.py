@@ -4,6 +4,7 @@ shims, then is reverted, is in tests/reliability/test_catalog_purity.py."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -109,7 +110,6 @@ def test_editing_and_deleting_json_job_files_serves_a_full_parse(
 
 
 GATED_WORKFLOWS = """import os
-import time
 from datetime import datetime, timedelta
 
 from pinball_ext.job_templates import CommandJobTemplate
@@ -117,32 +117,46 @@ from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfi
 
 from team.commands import COMMAND
 
-# Say that commands.py has been imported, then wait for the gate (the test edits it meanwhile).
-open({imported!r}, 'a').close()
-while os.path.exists({gate!r}):
-    time.sleep(0.02)
+# With the gate on, wait at a named pipe once commands.py is imported: the test, writing
+# to the pipe, learns that it was, and edits commands.py before it lets the parse go on.
+ROOT = os.path.dirname(os.path.dirname(__file__))
+if os.path.exists(os.path.join(ROOT, 'gate-on')):
+    with open(os.path.join(ROOT, 'gate.fifo')) as gate:
+        gate.read()
 
-WORKFLOWS = {{
+WORKFLOWS = {
     'daily': WorkflowConfig(
-        jobs={{'work': JobConfig(CommandJobTemplate('work', COMMAND))}},
+        jobs={'work': JobConfig(CommandJobTemplate('work', COMMAND))},
         final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
         schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
-}}
+}
 """
+
+
+def open_for_writing_once_read(fifo: Path) -> int:
+    """The pipe's write end, once a reader has opened it (ENXIO until then)."""
+    def attempt() -> int | None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO:
+                raise
+            return None
+    return wait_for(attempt, message="the parse to reach the gate")
 
 
 def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub_for, tmp_path):
     """The worker hashes the files it read when it is done: a file replaced after it was
     imported would be recorded with its new content although the parse used the old one."""
-    package = tmp_path / "team_repo" / "team"
+    root = tmp_path / "team_repo"
+    package = root / "team"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "commands.py").write_text("COMMAND = 'echo old'\n")
-    imported, gate = tmp_path / "imported", tmp_path / "gate"
-    (package / "workflows.py").write_text(GATED_WORKFLOWS.format(imported=str(imported),
-                                                                 gate=str(gate)))
+    (package / "workflows.py").write_text(GATED_WORKFLOWS)
+    os.mkfifo(root / "gate.fifo", 0o666)
     server = start_server({"team": {
-        "repo": str(package.parent), "parser": "pinball_ext.workflow.parser.PyWorkflowParser",
+        "repo": str(root), "parser": "pinball_ext.workflow.parser.PyWorkflowParser",
         "parser_params": {"workflows_config": "team.workflows.WORKFLOWS"}}})
     stub = stub_for(server)
 
@@ -152,12 +166,12 @@ def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub
         return tokens.jobs[0].command
 
     assert command() == "echo old"
-    imported.unlink()
-    gate.touch()
+    (root / "gate-on").touch()
     reloading = threading.Thread(target=stub.Reload, args=(pb.ReloadRequest(cluster="team"),))
     reloading.start()
-    wait_for(imported.exists, message="the re-parse to import commands.py")
+    gate = open_for_writing_once_read(root / "gate.fifo")
     replace_file(package / "commands.py", "'echo old'", "'echo new'")
-    gate.unlink()
+    (root / "gate-on").unlink()
+    os.close(gate)  # the parse goes on, with the commands.py it imported before the edit
     reloading.join(30)
     wait_for(lambda: command() == "echo new", message="the edit made during the parse")

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from legacy_parser.cluster import PARSERS, PYTHON_PARSER
-from legacy_parser.sandbox import SandboxLimits
+from legacy_parser.limits import ResultCaps
+from legacy_parser.sandbox import ISOLATION_MODES, STRICT, SandboxLimits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS = "127.0.0.1:9464"
@@ -195,10 +196,28 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
                                        reparse_interval_seconds=float(reparse_interval or 0))
 
     sandbox = _Reader(top.take("sandbox", dict, {}), "sandbox", source)
+    isolation = sandbox.take("isolation", str, STRICT)
+    if isolation not in ISOLATION_MODES:
+        sandbox.fail(f"isolation: expected one of {', '.join(ISOLATION_MODES)}, "
+                     f"got {isolation!r}")
+    pass_env = sandbox.take("pass_env", list, [])
+    if not all(isinstance(name, str) and name for name in pass_env):
+        sandbox.fail(f"pass_env: expected a list of environment variable names, got {pass_env!r}")
     limits = SandboxLimits(
         timeout_seconds=sandbox.positive("timeout_seconds", float, 60.0),
-        memory_bytes=sandbox.positive("memory_mb", int, 2048) * 1024 * 1024,
+        memory_bytes=sandbox.positive("memory_mb", int, 2048) * 2**20,
         workers=sandbox.positive("workers", int, 2),
+        max_processes=sandbox.positive("max_processes", int, 64),
+        max_open_files=sandbox.positive("max_open_files", int, 256),
+        max_file_bytes=sandbox.positive("max_file_mb", int, 64) * 2**20,
+        tmpfs_bytes=sandbox.positive("tmpfs_mb", int, 64) * 2**20,
+        max_result_bytes=sandbox.positive("max_result_mb", int, 256) * 2**20,
+        caps=ResultCaps(
+            max_jobs_per_workflow=sandbox.positive("max_jobs_per_workflow", int, 10_000),
+            max_command_bytes=sandbox.positive("max_command_kb", int, 1024) * 2**10),
+        isolation=isolation,
+        pass_env=tuple(pass_env),
+        bwrap=resolve(sandbox.take("bwrap", str, "")),
     )
     sandbox.done()
 

@@ -60,6 +60,10 @@ class ServerMetrics:
                                          "directory fails and versions live in memory only",
                                          registry=r)
         self.state_store_healthy.set(1)
+        self.sandbox_layers = Gauge("token_fetcher_sandbox_layer",
+                                    "1 for each isolation layer parses run under, 0 for each "
+                                    "one this host cannot give (sandbox.isolation: best_effort)",
+                                    ["layer"], registry=r)
 
     def record_load(self, snapshot: ClusterSnapshot, result: ParseResult,
                     changes: Iterable[Change]) -> None:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
-from legacy_parser.sandbox import Sandbox
+from legacy_parser.sandbox import Isolation, Sandbox
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog
 from token_fetcher.config import ServerConfig
@@ -221,12 +221,23 @@ def _reflection(server: grpc.Server, service_names: list[str]) -> None:
             (grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),))
 
 
+def _report_isolation(isolation: Isolation, metrics: ServerMetrics) -> None:
+    for layer in isolation.active:
+        metrics.sandbox_layers.labels(layer).set(1)
+    for layer, why in isolation.missing:
+        metrics.sandbox_layers.labels(layer).set(0)
+        log.warning("sandbox: parses run without %s (sandbox.isolation: %s): %s",
+                    layer, isolation.mode, why)
+
+
 class TokenFetcherServer:
     def __init__(self, config: ServerConfig, shutdown_notice_seconds: float = 1.0) -> None:
         self.config = config
         self.shutdown_notice_seconds = shutdown_notice_seconds
         self.metrics = ServerMetrics()
-        self.catalog = Catalog(config, Sandbox(config.sandbox),
+        sandbox = Sandbox(config.sandbox)
+        _report_isolation(sandbox.isolation, self.metrics)
+        self.catalog = Catalog(config, sandbox,
                                VersionHistory(config.state_dir, config.history_versions),
                                self.metrics)
         self.service = TokenFetcherService(self.catalog, config.reload_enabled,

@@ -16,13 +16,14 @@ import time
 import cachetools
 import grpc
 
+from legacy_parser.limits import name_problem
+from legacy_parser.sandbox import Isolation
 from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog, ClusterSnapshot, Entry, LoadState, Status, Version
 from token_fetcher.migration import handover
 
-MAX_NAME_LENGTH = 512
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 10000
@@ -52,12 +53,9 @@ def check_name(value: str, what: str, required: bool = True) -> str:
         if required:
             raise _invalid(f"{what} is required")
         return value
-    if len(value) > MAX_NAME_LENGTH:
-        raise _invalid(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise _invalid(f"{what} {value!r} contains control characters")
-    if value != value.strip():
-        raise _invalid(f"{what} {value!r} has leading or trailing whitespace")
+    problem = name_problem(value)
+    if problem:
+        raise _invalid(f"{what} {problem}")
     return value
 
 
@@ -376,7 +374,8 @@ class TokenFetcherService:
                     for name in self.catalog.cluster_names()]
         return pb.ServerInfo(version=__version__, start_time=convert.timestamp(self.started_at),
                              clusters=clusters, reload_enabled=self.reload_enabled,
-                             state_error=self.catalog.history.error)
+                             state_error=self.catalog.history.error,
+                             isolation=_isolation(self.catalog.sandbox.isolation))
 
     @staticmethod
     def _cluster_info(snapshot: ClusterSnapshot) -> pb.ClusterInfo:
@@ -393,3 +392,9 @@ class TokenFetcherService:
         if snapshot.last_success is not None:
             info.last_success_time.FromNanoseconds(int(snapshot.last_success * 1e9))
         return info
+
+
+def _isolation(isolation: Isolation) -> pb.SandboxIsolation:
+    return pb.SandboxIsolation(
+        mode=isolation.mode, active_layers=isolation.active,
+        missing_layers=[f"{layer}: {why}" for layer, why in isolation.missing])

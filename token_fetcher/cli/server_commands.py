@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from legacy_parser.sandbox import IsolationUnavailable
     from token_fetcher.config import ConfigError, load_config
     from token_fetcher.server import TokenFetcherServer
 
@@ -58,7 +59,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         server = TokenFetcherServer(config)
         server.start()
-    except OSError as error:
+    except (OSError, IsolationUnavailable) as error:
         print(f"token-fetcher: {error}", file=sys.stderr)
         return 1
     stop = threading.Event()
