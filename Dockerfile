@@ -56,6 +56,12 @@ RUN groupadd --system --gid "${APP_GID}" token-fetcher \
     && install -d -m 0755 /etc/token-fetcher /srv/legacy-repo \
     && install -d -m 0750 -o "${APP_UID}" -g "${APP_GID}" /var/lib/token-fetcher
 
+# bubblewrap: the parse sandbox (sandbox.isolation: strict). Unprivileged: no setuid bit,
+# it needs the host to allow user namespaces (see docs/operations.md).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap=0.8.0-2+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=builder /opt/venv /opt/venv
 
 # PYTHONDONTWRITEBYTECODE: the legacy repo is mounted read-only and the root

@@ -220,6 +220,19 @@ def record_cold(results: Results, fmt: str, size: int, cold: dict, base: dict,
                    cold["steady_rss"] / MB, "MB")
 
 
+# The same parse without namespaces: what the cold load cost before parses were isolated
+# (a host without bubblewrap; the rest of the sandbox is the same).
+WITHOUT_NAMESPACES = {"isolation": "best_effort", "bwrap": "/nonexistent/bwrap"}
+
+
+def record_isolation(results: Results, fmt: str, size: int, isolated: dict,
+                     plain: dict) -> None:
+    results.figure("cold", f"{fmt}.isolation", f"cold load to SERVING, strict isolation, "
+                   f"{fmt}, {size} workflows", isolated["wall"], "s", baseline=plain["wall"],
+                   baseline_label="the same parse without namespaces",
+                   target="<= 1.10x", met=isolated["wall"] <= 1.10 * plain["wall"])
+
+
 # --- 2. refresh -----------------------------------------------------------------------------
 
 
@@ -1050,6 +1063,11 @@ def main(argv: list[str] | None = None) -> int:
                 if "cold" in sections:
                     base = baseline_import(corpus, manifest, server_cpus)
                     record_cold(results, fmt, size, cold, base)
+                    log(f"the same cold load without namespaces ({fmt})")
+                    plain_server, plain = cold_start(workdir, corpus, f"{fmt}-{size}-plain",
+                                                     server_cpus, poll, WITHOUT_NAMESPACES)
+                    plain_server.stop()
+                    record_isolation(results, fmt, size, cold, plain)
                     section = data["sections"].setdefault("cold", {"stages": {}})
                     section[fmt] = {"server": cold, "baseline": base}
                     if fmt in args.stages.split(","):

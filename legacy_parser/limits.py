@@ -43,7 +43,7 @@ def printable(name: str, length: int = 100) -> str:
 
 
 def _is_control(char: str) -> bool:
-    return ord(char) < 32 or 127 <= ord(char) < 160
+    return ord(char) < 32 or ord(char) == 127
 
 
 def enforce_caps(result: ParseResult, caps: ResultCaps) -> ParseResult:

@@ -144,6 +144,13 @@ class Sandbox:
     def _run_worker(self, cluster: str, repo_root: str,
                     request: bytes) -> ParseResult | WorkflowError:
         repo_root = os.path.realpath(repo_root)
+        run_as = self.isolation.run_as
+        if run_as is not None and os.path.isdir(repo_root) and not _open_to_all(repo_root):
+            return WorkflowError(
+                ErrorKind.IO_ERROR,
+                f"the repo {repo_root} is not readable by uid {run_as}: the server runs as "
+                "root, so parses run as that user; make the repo readable by everyone "
+                "(chmod -R o+rX) or run the server as an ordinary user", cluster)
         with tempfile.TemporaryFile() as stdin:
             stdin.write(request)
             stdin.seek(0)
@@ -426,7 +433,10 @@ def _bwrap_command(bwrap: str, limits: SandboxLimits, workdir: str) -> list[str]
             command += ["--ro-bind", path, path]
             mounted.append(path)
     created: set[str] = set()
-    for path in sorted(_runtime_paths()) + [workdir]:
+    # A repo that is missing or not a folder is still handed to the worker as it is, so
+    # that the parse reports it as it would without a sandbox.
+    repo = [workdir] if os.path.exists(workdir) else []
+    for path in sorted(_runtime_paths()) + repo:
         # bubblewrap makes missing parent folders private (0700) to the namespace's
         # root, which the worker is not: make them traversable first.
         for parent in map(str, reversed(Path(path).parents[:-1])):
@@ -435,7 +445,11 @@ def _bwrap_command(bwrap: str, limits: SandboxLimits, workdir: str) -> list[str]
                 created.add(parent)
         command += ["--ro-bind", path, path]
         mounted.append(path)
-    return command + ["--chdir", workdir]
+    return command + ["--chdir", workdir if os.path.isdir(workdir) else "/"]
+
+
+def _open_to_all(folder: str) -> bool:
+    return os.stat(folder).st_mode & 0o005 == 0o005
 
 
 def _within(path: str, folders: list[str]) -> bool:

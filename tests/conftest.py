@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +20,20 @@ from token_fetcher.server import TokenFetcherServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+_private_mktemp = pytest.TempPathFactory.mktemp
+
+
+def _shared_mktemp(self, basename: str, numbered: bool = True) -> Path:
+    """pytest makes its temporary folders private (0700). Run as root, the sandbox parses
+    as uid 65534, which must read the repos the tests lay out in them, as it must read a
+    real checkout (SECURITY.md); so they are opened up like a checkout's folders."""
+    path = _private_mktemp(self, basename, numbered)
+    path.chmod(0o755)
+    return path
+
+
+pytest.TempPathFactory.mktemp = _shared_mktemp
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
@@ -54,6 +69,19 @@ def metric(samples, name: str, default: float | None = None, **labels) -> float:
         raise AssertionError(f"no sample {name}{labels}; have: "
                              f"{sorted({k[0] for k in samples})}")
     return samples[key]
+
+
+def parse_workers(process: psutil.Process | None = None) -> list[psutil.Process]:
+    """The sandbox worker interpreters below ``process`` (default: this one); not the
+    bubblewrap processes around them, whose command lines name the worker too."""
+    found = []
+    for child in (process or psutil.Process()).children(recursive=True):
+        try:
+            if child.cmdline()[1:3] == ["-m", "legacy_parser.worker"]:
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def replace_file(path: Path, old: str, new: str) -> None:

@@ -460,6 +460,26 @@ def test_sandbox_workers_fit_in_the_sidecar_memory_limit(tmp_path):
     )
 
 
+def test_the_sidecar_isolates_parses_strictly(tmp_path):
+    """strict: the server refuses to start without namespaces. The container lets
+    bubblewrap create them: no runtime seccomp or AppArmor profile forbidding it, and
+    still no capabilities and no privilege escalation."""
+    assert _loaded_config(tmp_path).sandbox.isolation == "strict"
+    sidecar = _sidecar()
+    security = sidecar["securityContext"]
+    assert security["seccompProfile"] == {"type": "Unconfined"}
+    annotations = _only("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    key = f"container.apparmor.security.beta.kubernetes.io/{sidecar['name']}"
+    assert annotations[key] == "unconfined"
+    assert security["capabilities"]["drop"] == ["ALL"] and "add" not in security["capabilities"]
+    assert security["allowPrivilegeEscalation"] is False
+
+
+def test_the_image_has_bubblewrap():
+    runtime = DOCKERFILE.read_text().split("AS runtime", 1)[1]
+    assert re.search(r"apt-get install -y --no-install-recommends bubblewrap=\S+", runtime)
+
+
 def test_sidecar_has_native_grpc_probes_on_the_listening_port():
     sidecar = _sidecar()
     _, listen_port = _host_port(_config()["listen"])

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import pytest
 
 from legacy_parser.model import ErrorKind, ParseResult
 from legacy_parser.sandbox import Sandbox, SandboxLimits
+from tests.conftest import parse_workers
 from token_fetcher.config import read_pinball_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -525,17 +525,6 @@ def open_fifo_writer(path: Path) -> int | None:
         raise
 
 
-def worker_processes() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children():
-        try:
-            if "legacy_parser.worker" in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
 def test_a_worker_killed_mid_parse_is_reported_and_replaced(tmp_path):
     repo = write_repo(tmp_path, {"gated_defs/__init__.py": "",
                                  "gated_defs/workflows.py": GATED_DEFS})
@@ -550,14 +539,14 @@ def test_a_worker_killed_mid_parse_is_reported_and_replaced(tmp_path):
             # The fifo opens for writing only once the worker is inside the import.
             writer = wait_for(lambda: open_fifo_writer(gate), message="the worker at the gate")
             assert not future.done()
-            (worker,) = wait_for(worker_processes, message="the worker process")
+            (worker,) = wait_for(parse_workers, message="the worker process")
             os.kill(worker.pid, signal.SIGKILL)
             result = future.result(timeout=20)
         assert result.workflows == ()
         assert [(e.kind, e.cluster) for e in result.errors] == [
             (ErrorKind.WORKER_CRASHED, "gated")]
         assert "SIGKILL" in result.errors[0].message
-        wait_for(lambda: not worker_processes(), message="the killed worker to be reaped")
+        wait_for(lambda: not parse_workers(), message="the killed worker to be reaped")
         # the next parse gets a fresh worker
         good = parse_case(sandbox, EXAMPLES / "python_repo", "example_python")
         assert good.errors == ()

@@ -21,6 +21,7 @@ from conftest import (
     example_clusters,
     health_status,
     metric,
+    parse_workers,
     replace_file,
     rpc_error,
     wait_for,
@@ -135,24 +136,11 @@ def test_shutdown_ends_watch_streams(start_server, stub_for, watch_events):
 
 
 def test_stop_during_the_first_load(start_server, tmp_path, monkeypatch):
-    import psutil
 
     slow, _ = blocking_repo(tmp_path)  # never released
     # One parse at a time: the slow cluster's parse runs, the others wait in the queue.
     server = start_server({"slow": slow, **example_clusters()}, wait_ready=False,
                           sandbox={"workers": 1})
-    me = psutil.Process()
-
-    def parse_workers() -> list:
-        found = []
-        for child in me.children(recursive=True):
-            try:
-                if "legacy_parser.worker" in " ".join(child.cmdline()):
-                    found.append(child)
-            except psutil.NoSuchProcess:
-                continue
-        return found
-
     [worker] = wait_for(parse_workers, message="the slow parse worker")
     thread_errors = []
     monkeypatch.setattr(threading, "excepthook", thread_errors.append)

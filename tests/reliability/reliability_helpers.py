@@ -26,7 +26,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import blocking_repo as gated_repo  # noqa: F401 - re-exported
-from tests.conftest import metric, scrape, wait_for  # noqa: F401 - re-exported
+from tests.conftest import metric, parse_workers, scrape, wait_for  # noqa: F401 - re-exported
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 
@@ -85,18 +85,6 @@ def codes_counted(samples) -> set[str]:
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def parse_workers(process: psutil.Process) -> list[psutil.Process]:
-    """The sandbox worker processes below ``process``."""
-    found = []
-    for child in process.children(recursive=True):
-        try:
-            if "legacy_parser.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def health(channel: grpc.Channel, service: str = "") -> str:

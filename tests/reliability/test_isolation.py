@@ -481,3 +481,20 @@ def test_a_sandbox_reports_its_layers_in_process():
     assert strict.isolation.missing == () and strict.isolation.bwrap
     for box in (sandbox, strict):
         box.close()
+
+
+def test_a_repo_the_sandbox_user_cannot_read_is_named(tmp_path):
+    """Run as root, parses run as uid 65534: a private repo is an error saying so, rather
+    than a puzzling import error."""
+    sandbox = Sandbox(SandboxLimits(timeout_seconds=30))
+    if sandbox.isolation.run_as is None:
+        pytest.skip("parses run as the server's own user here")
+    repo = copy_example(tmp_path, "python_repo")
+    repo.chmod(0o700)
+    setup = python_cluster_inline(repo)
+    result = sandbox.parse(PY, str(repo), setup["parser"], setup["parser_params"])
+    sandbox.close()
+    [error] = result.errors
+    assert error.kind.value == "io_error" and error.cluster == PY
+    assert f"the repo {repo} is not readable by uid 65534" in error.message
+    assert "chmod -R o+rX" in error.message

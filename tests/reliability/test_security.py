@@ -218,13 +218,21 @@ def test_the_contract_carries_no_opaque_bytes():
 
 # --- user code runs in workers only ---------------------------------------------------------
 
-PID_DEFINITIONS = '''"""Records which process imports it."""
+PID_DEFINITIONS = '''"""Names its one workflow after the process importing it: pid, host name (the
+parse sandbox has a UTS namespace of its own) and a token drawn at import."""
 import os
+import socket
+import uuid
+from datetime import datetime, timedelta
 
-with open({record!r}, "a") as handle:
-    handle.write("%d %d\\n" % (os.getpid(), os.getppid()))
+from pinball_ext.job_templates import CommandJobTemplate
+from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
 
-WORKFLOWS = {{}}
+NAME = "ran_%d_%s_%s" % (os.getpid(), socket.gethostname(), uuid.uuid4().hex)
+WORKFLOWS = {NAME: WorkflowConfig(
+    jobs={"a": JobConfig(CommandJobTemplate("a", "echo a"))},
+    final_job_config=JobConfig(CommandJobTemplate("final", "echo done")),
+    schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0)))}
 '''
 
 PROBE = '''
@@ -243,9 +251,12 @@ with grpc.insecure_channel("127.0.0.1:%d" % server.port) as channel:
         for summary in stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=cluster)).workflows:
             stub.GetJobTokens(pb.GetJobTokensRequest(
                 cluster=cluster, workflow=summary.name, run_time={"seconds": 1577944800}))
+    runs = [stub.ListWorkflows(pb.ListWorkflowsRequest(cluster="pids")).workflows[0].name]
     stub.Reload(pb.ReloadRequest(cluster="pids"))
+    runs.append(stub.ListWorkflows(pb.ListWorkflowsRequest(cluster="pids")).workflows[0].name)
 server.stop(grace=1)
 print(json.dumps({
+    "runs": runs,
     "pid": __import__("os").getpid(),
     "modules": sorted(sys.modules),
     "meta_path": [type(finder).__name__ for finder in sys.meta_path],
@@ -260,11 +271,10 @@ USER_MODULES = {"pinball", "pinball_ext", "example_workflows", "example_jobs", "
 def test_user_code_never_runs_in_the_server_process(tmp_path):
     """A fresh interpreter runs the server, loads and reloads definitions that record the
     process importing them, answers every workflow's tokens, then reports what it imported."""
-    record = tmp_path / "pids.txt"
     repo = tmp_path / "pid_repo"
     (repo / "pid_defs").mkdir(parents=True)
     (repo / "pid_defs" / "__init__.py").write_text("")
-    (repo / "pid_defs" / "workflows.py").write_text(PID_DEFINITIONS.format(record=str(record)))
+    (repo / "pid_defs" / "workflows.py").write_text(PID_DEFINITIONS)
     config = {"listen": "127.0.0.1:0", "metrics": "", "state_dir": str(tmp_path / "state"),
               "clusters": {
                   PY: cluster_from_yaml(EXAMPLES / "python_repo"),
@@ -282,21 +292,24 @@ def test_user_code_never_runs_in_the_server_process(tmp_path):
     assert imported == set(), imported
     assert "_ShimFinder" not in report["meta_path"]
     assert not any(str(EXAMPLES) in entry or str(repo) in entry for entry in report["path"])
-    # The definitions ran twice (the first load, the Reload), each time in a worker the
-    # server started: never in the server's own process.
-    runs = [tuple(map(int, line.split())) for line in record.read_text().splitlines()]
+    # The definitions ran twice (the first load, the Reload), each time imported afresh in
+    # a sandboxed worker (host name "parse"): never in the server's own process.
+    runs = [name.split("_") for name in report["runs"]]
     assert len(runs) == 2, runs
-    for pid, parent in runs:
-        assert pid != report["pid"] and parent == report["pid"]
-    assert runs[0][0] != runs[1][0], "each parse gets a fresh worker"
-    for pid, _ in runs:
-        assert not Path(f"/proc/{pid}").exists() or _is_other_process(pid, report["pid"])
+    for _, pid, host, _ in runs:
+        assert int(pid) != report["pid"] and host == "parse", runs
+    assert runs[0][3] != runs[1][3], "each parse gets a fresh worker"
+    assert not _workers_left(str(repo))
 
 
-def _is_other_process(pid: int, server_pid: int) -> bool:
-    """A pid reused since by an unrelated process, not our worker still running."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"legacy_parser.worker" not in cmdline
+def _workers_left(repo: str) -> list[int]:
+    """Parse workers (or their sandboxes) still running for ``repo``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"legacy_parser.worker" in cmdline and repo.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
