@@ -12,6 +12,7 @@ and the operator's log lines for each (docs/reliability.md, section H).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -222,3 +223,22 @@ def test_a_layout_that_changes_at_every_import_is_flagged_and_kept_fresh_by_the_
     samples = server.scrape()
     assert metric(samples, "token_fetcher_dynamic_workflows", cluster=TEAM) == 1
     assert metric(samples, "token_fetcher_dynamic_layout_changes_total", cluster=TEAM) >= 2
+
+
+def test_the_whole_repo_watch_after_a_parse_that_read_nothing_is_bounded(tmp_path, monkeypatch,
+                                                                         caplog):
+    from token_fetcher import catalog
+
+    for index in range(6):
+        (tmp_path / f"module_{index}.py").write_text("")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("")
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg" / "__pycache__" / "m.pyc").write_text("")
+    os.mkfifo(tmp_path / "pkg" / "pipe")
+    root = str(tmp_path)
+    assert catalog._repo_tree(root, "team") == [
+        root + "/", *(f"{root}/module_{index}.py" for index in range(6)), f"{root}/pkg/"]
+    monkeypatch.setattr(catalog, "_MAX_TREE_WATCH", 4)
+    assert len(catalog._repo_tree(root, "team")) == 4
+    assert "cluster team: the repo " in caplog.text and "only the first 4" in caplog.text
