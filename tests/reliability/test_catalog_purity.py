@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.test_dynamic_layouts import CLUSTER as TEAM
@@ -37,8 +38,12 @@ OK, STALE, BROKEN = pb.PARSE_STATUS_OK, pb.PARSE_STATUS_STALE, pb.PARSE_STATUS_B
 SHIM_PATCH = """
 JobTemplate.command_template += ' && echo patched'
 """
-# Appended to a definition module: the parse worker dies while importing it.
+# Appended to a definition module: the parse worker dies, or hangs, while importing it.
 CRASH = "\nimport os\nos._exit(3)\n"
+HANG = "\nimport time\ntime.sleep(3600)\n"
+# Ways a whole cluster's parse fails: (appended to ingest.py, the error kind).
+WORKER_FAILURES = {"crash": (CRASH, pb.ERROR_KIND_WORKER_CRASHED),
+                   "timeout": (HANG, pb.ERROR_KIND_TIMEOUT)}
 
 
 def listing(stub) -> dict[str, pb.WorkflowSummary]:
@@ -114,10 +119,12 @@ def test_a_module_that_patches_the_shims_then_is_reverted_restores_every_fingerp
     assert fingerprints(third.stub()) == original
 
 
-def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_process,
-                                                                          tmp_path):
+@pytest.mark.parametrize("failure", sorted(WORKER_FAILURES))
+def test_restarted_while_the_worker_fails_serves_last_good_and_recovers(serve_process, tmp_path,
+                                                                        failure):
+    appended, kind = WORKER_FAILURES[failure]
     repo = copy_example(tmp_path, "python_repo")
-    config = server_config(repo, tmp_path / "state")
+    config = server_config(repo, tmp_path / "state", sandbox={"timeout_seconds": 5})
     first = serving(serve_process, config, "first")
     before = fingerprints(first.stub())
     tokens_before = first.stub().GetJobTokens(pb.GetJobTokensRequest(
@@ -126,14 +133,13 @@ def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_
 
     module = repo / "example_workflows" / "ingest.py"
     text = module.read_text()
-    replace_atomically(module, text + CRASH)
+    replace_atomically(module, text + appended)
     second = serving(serve_process, config, "second")
     stub = second.stub()
     served = listing(stub)
     assert {name: (w.fingerprint, w.status) for name, w in served.items()} == {
         name: (fingerprint, STALE) for name, fingerprint in before.items()}
-    assert {e.kind for w in served.values() for e in w.errors} == {
-        pb.ERROR_KIND_WORKER_CRASHED}
+    assert {e.kind for w in served.values() for e in w.errors} == {kind}
     info = cluster_info(stub)
     assert (info.state, info.stale_count, info.broken_count) == (pb.LOAD_STATE_READY, 7, 0)
     tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=PY, workflow="daily_reporting",
@@ -141,10 +147,11 @@ def test_restarted_while_the_worker_crashes_serves_last_good_and_recovers(serve_
     assert tokens.status == STALE and list(tokens.jobs) == list(tokens_before.jobs)
 
     # The log says what is served and why.
+    kind_name = pb.ErrorKind.Name(kind).removeprefix("ERROR_KIND_").lower()
     assert len(log_lines(second, rf"WARNING \S+: cluster {PY}: the parse failed: "
-                                 r"worker_crashed: ")) == 1
+                                 rf"{kind_name}: ")) == 1
     stale = log_lines(second, rf"WARNING \S+: cluster {PY}: workflow \w+ is STALE \(its last "
-                              r"good version \w+ is served\): worker_crashed: ")
+                              rf"good version \w+ is served\): {kind_name}: ")
     assert sorted(re.search(r"workflow (\w+)", line).group(1) for line in stale) == sorted(before)
     assert log_lines(second, rf"INFO \S+: cluster {PY}: loaded in \S+ s: 7 workflows \(0 OK, "
                              r"7 stale, 0 broken, 0 dynamic\)")
