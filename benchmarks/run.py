@@ -225,12 +225,21 @@ def record_cold(results: Results, fmt: str, size: int, cold: dict, base: dict,
 WITHOUT_NAMESPACES = {"isolation": "best_effort", "bwrap": "/nonexistent/bwrap"}
 
 
-def record_isolation(results: Results, fmt: str, size: int, isolated: dict,
-                     plain: dict) -> None:
+def isolation_share(results: Results, workdir: Path, corpus: Path, fmt: str, size: int,
+                    isolated: dict, cpus, poll: float) -> None:
+    """Cold loads with and without namespaces, alternated, each side's best of two: the
+    share of the cold load that isolation costs."""
+    walls: dict[bool, list[float]] = {True: [isolated["wall"]], False: []}
+    for run, strict in enumerate((False, True, False)):
+        server, cold = cold_start(workdir, corpus, f"{fmt}-{size}-isolation-{run}", cpus, poll,
+                                  None if strict else WITHOUT_NAMESPACES)
+        server.stop()
+        walls[strict].append(cold["wall"])
+    best, plain = min(walls[True]), min(walls[False])
     results.figure("cold", f"{fmt}.isolation", f"cold load to SERVING, strict isolation, "
-                   f"{fmt}, {size} workflows", isolated["wall"], "s", baseline=plain["wall"],
-                   baseline_label="the same parse without namespaces",
-                   target="<= 1.10x", met=isolated["wall"] <= 1.10 * plain["wall"])
+                   f"{fmt}, {size} workflows (best of two)", best, "s", baseline=plain,
+                   baseline_label="the same parse without namespaces (best of two)",
+                   target="<= 1.10x", met=best <= 1.10 * plain)
 
 
 # --- 2. refresh -----------------------------------------------------------------------------
@@ -1063,11 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "cold" in sections:
                     base = baseline_import(corpus, manifest, server_cpus)
                     record_cold(results, fmt, size, cold, base)
-                    log(f"the same cold load without namespaces ({fmt})")
-                    plain_server, plain = cold_start(workdir, corpus, f"{fmt}-{size}-plain",
-                                                     server_cpus, poll, WITHOUT_NAMESPACES)
-                    plain_server.stop()
-                    record_isolation(results, fmt, size, cold, plain)
+                    log(f"cold loads with and without namespaces ({fmt})")
+                    isolation_share(results, workdir, corpus, fmt, size, cold, server_cpus,
+                                    poll)
                     section = data["sections"].setdefault("cold", {"stages": {}})
                     section[fmt] = {"server": cold, "baseline": base}
                     if fmt in args.stages.split(","):

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from legacy_parser import compat
+from legacy_parser import compat, loader, stubs
 from legacy_parser.digests import file_digest
 from legacy_parser.errors import Locator
 from legacy_parser.jsonreader import read_json_workflows
@@ -20,18 +20,25 @@ PARSERS = (PYTHON_PARSER, JSON_PARSER)
 
 
 def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
-               default_email: str = "") -> ParseResult:
+               default_email: str = "", python2: bool = True,
+               stub_modules: tuple[str, ...] = ()) -> ParseResult:
     """Parse every workflow of the cluster in this process. Imports user code: call only
-    inside a sandbox worker."""
+    inside a sandbox worker. Modules are compiled from source at every parse (see
+    ``legacy_parser.loader``). ``python2`` translates Python 2 modules; ``stub_modules``
+    stand in as inert stubs (``legacy_parser.stubs``).
+    """
     started = time.monotonic()
     repo_root = os.path.realpath(repo_root)
     locator = Locator(repo_root)
-    compat.install()
+    # Before anything under the repo or the shims is imported: they load from source only.
+    loader.install(repo_root, compat.SHIM_ROOT, python2)
+    sys.dont_write_bytecode = True
+    compat.install(repo_root)
+    stubs.install(tuple(stub_modules))  # first on sys.meta_path: a named stub always wins
     if default_email:
         from pinball.config.pinball_config import PinballConfig
 
         PinballConfig.DEFAULT_EMAIL = default_email
-    sys.dont_write_bytecode = True  # the legacy repo is typically mounted read-only
     sys.path.insert(0, repo_root)
     files: list[SourceFile] = []
     if parser == PYTHON_PARSER:

@@ -29,12 +29,7 @@ from legacy_parser.model import (
     WorkflowError,
 )
 from legacy_parser.schedule import parse_recurrence
-from legacy_parser.templates import (
-    build_job,
-    check_template,
-    check_template_class,
-    template_priority,
-)
+from legacy_parser.templates import build_job, check_duck_template, template_priority
 
 SCHEDULE_REQUIRED = ("workflow", "start_date", "time", "recurrence", "overrun_policy", "emails")
 JOB_REQUIRED = ("workflow", "job", "is_condition", "template", "template_params", "parents",
@@ -208,6 +203,11 @@ def _read_workflow(cluster: str, name: str, folder: str, reader: TreeReader) -> 
                                   f"job file names workflow {config['workflow']!r} job "
                                   f"{config['job']!r}, but lies at {name}/job/{job_name}",
                                   job_name, file)
+        # Nulls as Pinball reads them: no parents makes a top-level job; null emails,
+        # max_attempts and retry_delay_sec reach the template as None, which its defaults
+        # decide (and a job's retry_delay_sec is never read).
+        if config["parents"] is None:
+            config["parents"] = []
         parents = _expect(config["parents"], list, "parents", job_name, file)
         if not all(isinstance(parent, str) for parent in parents):
             raise DefinitionError(ErrorKind.INVALID_DEFINITION,
@@ -218,9 +218,9 @@ def _read_workflow(cluster: str, name: str, folder: str, reader: TreeReader) -> 
                                   "must have none", job_name, file)
         _expect(config["template"], str, "template", job_name, file)
         _expect(config["template_params"], dict, "template_params", job_name, file)
-        _expect(config["emails"], list, "emails", job_name, file)
+        _expect(config["emails"], (list, type(None)), "emails", job_name, file)
         for field in ("max_attempts", "retry_delay_sec"):
-            _expect(config[field], int, field, job_name, file)
+            _expect(config[field], (int, type(None)), field, job_name, file)
         if config["priority"] is not None:
             _expect(config["priority"], (int, float), "priority", job_name, file)
         configs[job_name] = config
@@ -252,8 +252,7 @@ def _read_workflow(cluster: str, name: str, folder: str, reader: TreeReader) -> 
                                       f"template {config['template']!r} is not a class",
                                       job_name, file)
             if isinstance(template_class, type):
-                check_template_class(template_class, job_name, file, 0,
-                                     want_condition=config["is_condition"])
+                check_duck_template(template_class, job_name, file, 0, config["is_condition"])
             templates[job_name] = template_class(job_name, **arguments)
         except DefinitionError:
             raise
@@ -263,8 +262,8 @@ def _read_workflow(cluster: str, name: str, folder: str, reader: TreeReader) -> 
             located = reader.locator.error_from_exception(error, cluster, name, job_name)
             raise DefinitionError(located.kind, located.message, job_name,
                                   located.file or file, located.line) from None
-        kinds[job_name] = check_template(templates[job_name], job_name, file, 0,
-                                         want_condition=config["is_condition"])
+        kinds[job_name] = check_duck_template(templates[job_name], job_name, file, 0,
+                                              config["is_condition"])
 
     priorities = {job: template_priority(template) for job, template in templates.items()}
     scores = graph.scores(children, priorities)

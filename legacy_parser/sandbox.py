@@ -111,14 +111,19 @@ class Sandbox:
         self._closed = False
 
     def parse(self, cluster: str, repo_root: str, parser: str,
-              parser_params: dict[str, Any], default_email: str = "") -> ParseResult:
-        """Parse a cluster in a fresh worker."""
+              parser_params: dict[str, Any], default_email: str = "",
+              python2_definitions: str = "auto",
+              stub_modules: tuple[str, ...] = ()) -> ParseResult:
+        """Parse a cluster in a fresh worker; ``python2_definitions`` ("auto" or "off") and
+        ``stub_modules`` as in ``cluster.parse_here``."""
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
             "parser": parser,
             "parser_params": parser_params,
             "default_email": default_email,
+            "python2_definitions": python2_definitions,
+            "stub_modules": list(stub_modules),
             "memory_bytes": self.limits.memory_bytes,
             "cpu_seconds": int(self.limits.timeout_seconds) + 1,
             # As the server's own user the count would include all of its processes and
@@ -191,10 +196,9 @@ class Sandbox:
         returncode = process.returncode
         if self.isolation.bwrap and returncode > 128:  # bwrap reports a signal as 128 + N
             returncode = 128 - returncode
-        return self._read_result(cluster, returncode, bytes(output.result),
-                                 output.stderr_tail())
+        return self._read_result(cluster, returncode, output.result, output.stderr_tail())
 
-    def _read_result(self, cluster: str, returncode: int, output: bytes,
+    def _read_result(self, cluster: str, returncode: int, output: bytearray,
                      stderr_tail: str) -> ParseResult | WorkflowError:
         if returncode != 0 or not output:
             return WorkflowError(

@@ -22,31 +22,37 @@ def qualified_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def check_template(template: Any, job: str, file: str, line: int,
-                   want_condition: bool | None = None) -> JobKind:
-    """The job's kind, or a wrong_template_type error."""
-    return check_template_class(type(template), job, file, line, want_condition)
-
-
-def check_template_class(template_class: type, job: str, file: str, line: int,
-                         want_condition: bool | None = None) -> JobKind:
-    """``check_template`` for a class, before it is built: the JSON format builds a
-    condition's template with ``retry_delay_sec``, which a job template class rejects with
-    a TypeError that would hide what is wrong."""
+def check_template(template: Any, job: str, file: str, line: int) -> JobKind:
+    """The Python format's rule (Pinball's PyWorkflowParser checks the class): the job's
+    kind, or a wrong_template_type error."""
     job_base, condition_base = template_bases()
-    if issubclass(template_class, job_base) and want_condition is not True:
+    if isinstance(template, job_base):
         return JobKind.JOB
-    if issubclass(template_class, condition_base) and want_condition is not False:
+    if isinstance(template, condition_base):
         return JobKind.CONDITION
-    wanted = {
-        None: "a JobTemplateBase or ConditionTemplateBase",
-        True: "a ConditionTemplateBase (the job is a condition)",
-        False: "a JobTemplateBase (the job is not a condition)",
-    }[want_condition]
     raise DefinitionError(
         ErrorKind.WRONG_TEMPLATE_TYPE,
-        f"template of job {job!r} is {template_class.__module__}.{template_class.__qualname__}"
-        f", not {wanted}",
+        f"template of job {job!r} is {qualified_name(template)}, not a JobTemplateBase or "
+        "ConditionTemplateBase",
+        job, file, line,
+    )
+
+
+def check_duck_template(template: Any, job: str, file: str, line: int,
+                        want_condition: bool) -> JobKind:
+    """The JSON format's rule (Pinball's repository parser never checks a class): any object
+    with the method its job needs is a template; one without it is wrong_template_type.
+    Also asked of a class before it is built: the format builds a condition's template with
+    ``retry_delay_sec``, which a job template class rejects with a TypeError that would
+    hide what is wrong."""
+    method = "get_pinball_condition" if want_condition else "get_pinball_job"
+    if callable(getattr(template, method, None)):
+        return JobKind.CONDITION if want_condition else JobKind.JOB
+    described = (template if isinstance(template, type) else type(template))
+    raise DefinitionError(
+        ErrorKind.WRONG_TEMPLATE_TYPE,
+        f"template of job {job!r} is {described.__module__}.{described.__qualname__}, which "
+        f"has no {method} method (the job is {'' if want_condition else 'not '}a condition)",
         job, file, line,
     )
 

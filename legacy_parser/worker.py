@@ -34,7 +34,9 @@ def main() -> None:
     from legacy_parser.model import to_plain
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
-                        request["parser_params"], request["default_email"])
+                        request["parser_params"], request["default_email"],
+                        python2=request.get("python2_definitions", "auto") == "auto",
+                        stub_modules=tuple(request.get("stub_modules", ())))
     # Here for errors located at the offending job and a result that stays small; the
     # server applies the same caps again, since definition code could have changed this.
     result = enforce_caps(result, ResultCaps(**request["caps"]))

@@ -361,7 +361,9 @@ class Catalog:
                 # sources is sure to serve what they define.
                 setup = cluster.parser_setup()
                 result = self.sandbox.parse(cluster.name, cluster.repo, setup.parser,
-                                            setup.parser_params, setup.default_email)
+                                            setup.parser_params, setup.default_email,
+                                            python2_definitions=cluster.python2_definitions,
+                                            stub_modules=cluster.stub_modules)
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from legacy_parser import compat
 from legacy_parser.cluster import PARSERS, PYTHON_PARSER
 from legacy_parser.limits import ResultCaps
 from legacy_parser.sandbox import ISOLATION_MODES, STRICT, SandboxLimits
@@ -21,6 +22,8 @@ from legacy_parser.sandbox import ISOLATION_MODES, STRICT, SandboxLimits
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS = "127.0.0.1:9464"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+PYTHON2_MODES = ("auto", "off")
 
 
 class ConfigError(ValueError):
@@ -49,6 +52,10 @@ class ClusterConfig:
     # Re-parse this often even when no file changed, so that layouts computed from the
     # clock or outside data stay fresh; 0 re-parses only on changes.
     reparse_interval_seconds: float = 0.0
+    # "auto": Python 2 definition modules are translated and loaded; "off": they fail.
+    python2_definitions: str = "auto"
+    # Third-party modules that definitions import and a parse never needs: inert stubs.
+    stub_modules: tuple[str, ...] = ()
 
     def parser_setup(self) -> ParserSetup:
         if self.pinball_config:
@@ -142,6 +149,17 @@ def _address(reader: _Reader, key: str, default: str, optional: bool = False) ->
     return value
 
 
+def _stub_modules(reader: _Reader) -> tuple[str, ...]:
+    names = reader.take("stub_modules", list, [])
+    for module in names:
+        if not isinstance(module, str) or not _MODULE_NAME.match(module):
+            reader.fail(f"stub_modules: {module!r} is not a dotted module name")
+        if compat.provides(module):
+            reader.fail(f"stub_modules: {module!r} is one of the Pinball shims; it cannot "
+                        "be a stub")
+    return tuple(names)
+
+
 def load_config(path: str | os.PathLike) -> ServerConfig:
     path = Path(path)
     try:
@@ -187,13 +205,19 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
             reader.fail("pinball_config (a Pinball YAML) or parser + parser_params is required")
         if parser and parser not in PARSERS:
             reader.fail(f"parser: unknown parser {parser!r}; expected one of {', '.join(PARSERS)}")
+        python2 = reader.take("python2_definitions", str, "auto")
+        if python2 not in PYTHON2_MODES:
+            reader.fail(f"python2_definitions: expected auto or off, got {python2!r}")
+        stub_modules = _stub_modules(reader)
         reader.done()
         clusters[name] = ClusterConfig(name=name, repo=resolve(repo),
                                        pinball_config=resolve(pinball_config),
                                        parser=parser or PYTHON_PARSER,
                                        parser_params=params or {},
                                        default_email=default_email,
-                                       reparse_interval_seconds=float(reparse_interval or 0))
+                                       reparse_interval_seconds=float(reparse_interval or 0),
+                                       python2_definitions=python2,
+                                       stub_modules=stub_modules)
 
     sandbox = _Reader(top.take("sandbox", dict, {}), "sandbox", source)
     isolation = sandbox.take("isolation", str, STRICT)

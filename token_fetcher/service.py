@@ -372,6 +372,8 @@ class TokenFetcherService:
     def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.ServerInfo:
         clusters = [self._cluster_info(self.catalog.snapshot(name))
                     for name in self.catalog.cluster_names()]
+        for info in clusters:
+            info.stub_modules.extend(self.catalog.config.clusters[info.name].stub_modules)
         return pb.ServerInfo(version=__version__, start_time=convert.timestamp(self.started_at),
                              clusters=clusters, reload_enabled=self.reload_enabled,
                              state_error=self.catalog.history.error,

@@ -1,10 +1,11 @@
 """Import shims that let unmodified Pinball definitions load under Python 3.
 
-``install()`` puts a finder first on ``sys.meta_path`` that resolves the top-level
-``pinball`` and ``pinball_ext`` packages to the shim packages beside this file
-(their submodules then resolve through the packages' ``__path__``). It is called
-only inside sandbox workers, so the shims never appear in the server's
-``sys.modules``.
+``install()`` puts a finder first on ``sys.meta_path`` that resolves the ``pinball``
+and ``pinball_ext`` packages to the shim packages beside this file. A module the shims
+do not provide (``pinball_ext.examples``, a team's own ``pinball_ext.*`` helpers) is
+looked up in the same package of the cluster's repo, so each shim package's search path
+is the shim folder, then the repo's. It is called only inside sandbox workers, so the
+shims never appear in the server's ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -23,15 +24,32 @@ SHIMMED_PACKAGES = ("pinball", "pinball_ext")
 
 
 class _ShimFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, repo_root: str) -> None:
+        self.repo_root = repo_root
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname in SHIMMED_PACKAGES:
-            return importlib.machinery.PathFinder.find_spec(fullname, [SHIM_ROOT])
-        return None
+        if fullname.partition(".")[0] not in SHIMMED_PACKAGES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(
+            fullname, [SHIM_ROOT] if fullname in SHIMMED_PACKAGES else path)
+        if (spec is not None and spec.submodule_search_locations is not None
+                and is_shim_file(spec.origin or "")):
+            repo_package = os.path.join(self.repo_root, *fullname.split("."))
+            if self.repo_root and os.path.isdir(repo_package):
+                spec.submodule_search_locations.append(repo_package)
+        return spec
 
 
-def install() -> None:
+def install(repo_root: str = "") -> None:
+    """Resolve ``pinball`` and ``pinball_ext`` to the shims, then to ``repo_root``'s."""
     if not any(isinstance(finder, _ShimFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _ShimFinder())
+        sys.meta_path.insert(0, _ShimFinder(repo_root))
+
+
+def provides(module: str) -> bool:
+    """Whether ``module`` (dotted) is one of the shims."""
+    base = os.path.join(SHIM_ROOT, *module.split("."))
+    return os.path.isfile(base + ".py") or os.path.isfile(os.path.join(base, "__init__.py"))
 
 
 @functools.cache

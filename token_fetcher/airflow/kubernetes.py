@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["build_pod", "label_value", "pod_labels", "run_pod"]
+__all__ = ["build_pod", "label_value", "pod_annotations", "pod_labels", "run_pod"]
 
 _MISSING = (
     "the kubernetes mode needs apache-airflow-providers-cncf-kubernetes "
@@ -43,6 +43,22 @@ def pod_labels(cluster: str, workflow: str, job: str) -> dict[str, str]:
         f"{LABEL_PREFIX}/workflow": label_value(workflow),
         f"{LABEL_PREFIX}/job": label_value(job),
     }
+
+
+def pod_annotations(
+    cluster: str, workflow: str, job: str, fingerprint: str = "", run_id: str = ""
+) -> dict[str, str]:
+    """The exact names (labels hold sanitized ones), the layout fingerprint, the run."""
+    annotations = {
+        f"{LABEL_PREFIX}/cluster": cluster,
+        f"{LABEL_PREFIX}/workflow": workflow,
+        f"{LABEL_PREFIX}/job": job,
+    }
+    if fingerprint:
+        annotations[f"{LABEL_PREFIX}/fingerprint"] = fingerprint
+    if run_id:
+        annotations[f"{LABEL_PREFIX}/run-id"] = run_id
+    return annotations
 
 
 def _pod_name(workflow: str, job: str) -> str:
@@ -82,15 +98,7 @@ def build_pod(
 
     labels = pod_labels(cluster, workflow, job)
     labels.update({key: label_value(value) for key, value in (extra_labels or {}).items()})
-    annotations = {
-        f"{LABEL_PREFIX}/cluster": cluster,
-        f"{LABEL_PREFIX}/workflow": workflow,
-        f"{LABEL_PREFIX}/job": job,
-    }
-    if fingerprint:
-        annotations[f"{LABEL_PREFIX}/fingerprint"] = fingerprint
-    if run_id:
-        annotations[f"{LABEL_PREFIX}/run-id"] = run_id
+    annotations = pod_annotations(cluster, workflow, job, fingerprint, run_id)
     resources = resources or {}
     container = k8s.V1Container(
         # KubernetesPodOperator reads the exit code of the container named "base".

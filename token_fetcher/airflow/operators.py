@@ -11,7 +11,8 @@ time is the timetable's run time, ``data_interval_end`` (for the daily grid this
 Two modes: ``local`` runs ``bash -c <command>`` in a subprocess (working directory: the
 legacy repo root), streaming its output line by line to the task log; the exit code
 decides. ``kubernetes`` runs the command in a pod of the legacy image through the
-cncf-kubernetes provider (see ``token_fetcher.airflow.kubernetes``).
+cncf-kubernetes provider (see ``token_fetcher.airflow.kubernetes``). ``inpod`` hands it
+to the legacy container of the task's own worker pod (see ``token_fetcher.airflow.inpod``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-RUNNERS = ("local", "kubernetes")
+RUNNERS = ("local", "kubernetes", "inpod")
 
 
 def scheduled_run_time(context: Mapping[str, Any]) -> datetime:
@@ -66,6 +67,16 @@ def end_date_for(run_time: datetime) -> str:
 def render_command(segments: Sequence[str], end_date: str) -> str:
     """The command for a run: the template's segments joined by the run's end_date."""
     return end_date.join(segments)
+
+
+def _add_pod_override(
+    kwargs: dict[str, Any], options: Mapping[str, Any] | None, **job: str
+) -> None:
+    """The inpod mode's ``executor_config``: the task's pod override (unless given)."""
+    if "executor_config" not in kwargs:
+        from token_fetcher.airflow.inpod import executor_config
+
+        kwargs["executor_config"] = executor_config(options or {}, **job)
 
 
 def _set_own_attributes(task: Any, **values: Any) -> None:
@@ -268,6 +279,13 @@ class _LegacyCommandMixin:
             # killed (an exception out of the loop): stop the whole group.
             self._stop_process()
 
+    def on_kill(self) -> None:
+        self._stop_process()
+        if self.runner == "inpod":
+            from token_fetcher.airflow.inpod import cancel_in_pod
+
+            cancel_in_pod(self)
+
     def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
@@ -348,6 +366,9 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
         job_emails: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
+        if runner == "inpod":
+            names = {"cluster": cluster, "workflow": workflow, "job": job}
+            _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
         super().__init__(**kwargs)
         _set_own_attributes(
             self,
@@ -369,6 +390,9 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
 
     def execute(self, context: Any) -> None:
         command = self.command_for(context)
+        if self.runner == "inpod":
+            self._execute_in_pod(command, context)
+            return
         timer = None
         if self.warn_timeout_sec:
             timer = threading.Timer(self.warn_timeout_sec, self._warn_timeout, args=(context,))
@@ -386,8 +410,18 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
             if timer is not None:
                 timer.cancel()
 
-    def on_kill(self) -> None:
-        self._stop_process()
+    def _execute_in_pod(self, command: str, context: Any) -> None:
+        from token_fetcher.airflow.inpod import run_in_pod
+
+        outcome = run_in_pod(
+            self,
+            command,
+            context,
+            warn_after=self.warn_timeout_sec or None,
+            on_warn=lambda: self._warn_timeout(context),
+        )
+        if not outcome.succeeded:
+            raise AirflowException(f"{self.workflow}/{self.job}: command {outcome.describe()}")
 
     def _warn_timeout(self, context: Any) -> None:
         message = (
@@ -430,6 +464,9 @@ class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
         kubernetes: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if runner == "inpod":
+            names = {"cluster": cluster, "workflow": workflow, "job": job}
+            _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
         super().__init__(**kwargs)
         self._init_command(
             cluster=cluster,
@@ -445,6 +482,15 @@ class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         command = self.command_for(context)
+        if self.runner == "inpod":
+            from token_fetcher.airflow.inpod import run_in_pod
+
+            outcome = run_in_pod(self, command, context)
+            if outcome.outcome != "exited":
+                raise AirflowException(f"{self.workflow}/{self.job}: {outcome.describe()}")
+            self.log.info("condition %s: %s", "met" if outcome.succeeded else "not met",
+                          outcome.describe())
+            return outcome.succeeded
         if self.runner == "kubernetes":
             try:
                 self._run_pod(command, context)
@@ -455,6 +501,3 @@ class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
         code = self._run_local(command)
         self.log.info("condition %s: command exited %d", "met" if code == 0 else "not met", code)
         return code == 0
-
-    def on_kill(self) -> None:
-        self._stop_process()

@@ -16,7 +16,9 @@ retries                     extra attempts after UNAVAILABLE (2)
 cache_ttl                   client cache TTL, seconds (30)
 max_stale                   serve the client's cached answer this long while the
                             server is unreachable, seconds (600)
-mode                        ``local`` (bash -c on the worker) or ``kubernetes`` (local)
+mode                        ``local`` (bash -c on the worker), ``kubernetes`` (a pod per
+                            job) or ``inpod`` (the legacy container of the worker pod;
+                            its ``inpod_*`` keys: token_fetcher.airflow.inpod) (local)
 job_cwd                     working directory of local commands: the legacy repo root
                             (the worker's current directory)
 poke_mode                   conditions: ``auto`` (reschedule when the retry delay is at
@@ -46,7 +48,7 @@ from token_fetcher.client import DEFAULT_TARGET
 __all__ = ["KubernetesSettings", "Settings", "MODES", "POKE_MODES"]
 
 SECTION = "token_fetcher"
-MODES = ("local", "kubernetes")
+MODES = ("local", "kubernetes", "inpod")
 POKE_MODES = ("auto", "poke", "reschedule")
 
 

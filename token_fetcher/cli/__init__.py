@@ -10,7 +10,13 @@ import argparse
 import sys
 
 from token_fetcher import __version__
-from token_fetcher.cli import airflow_commands, client_commands, server_commands
+from token_fetcher.cli import (
+    airflow_commands,
+    client_commands,
+    compare_command,
+    resource_commands,
+    server_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.register(subparsers)
     client_commands.register(subparsers)
     airflow_commands.register(subparsers)
+    compare_command.register(subparsers)
+    resource_commands.register(subparsers)
     return parser
 
 

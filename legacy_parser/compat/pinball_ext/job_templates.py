@@ -1,6 +1,8 @@
 """Job and condition templates: they turn a definition into Pinball job payloads.
 
-The job runner command line is byte-identical to Pinball's. Where Pinball reads the
+The job runner command line is byte-identical to what Pinball's code gives, with the
+``k=v`` pairs in the definition's order (Python 2 Pinball joined them in its dict order;
+``legacy_parser.equivalence`` compares the two). Where Pinball reads the
 wall clock for ``end_date`` ("yesterday"), the shim writes the run's end-date
 placeholder instead, so commands can be rendered for any run later without
 running this code again.
