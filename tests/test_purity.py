@@ -109,21 +109,23 @@ def test_editing_and_deleting_json_job_files_serves_a_full_parse(
     assert parses(server, JS) == settled + 1
 
 
-GATED_WORKFLOWS = """import os
-from datetime import datetime, timedelta
+# With the gate on, a parse waits at a named pipe in the repo root (a parse can write
+# nowhere the test can see): the test, opening the pipe's write end, learns that the parse
+# got there, changes a file, and lets the parse go on by closing it.
+GATE = """
+import os as _os
+_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.exists(_os.path.join(_ROOT, 'gate-on')):
+    with open(_os.path.join(_ROOT, 'gate.fifo')) as _gate:
+        _gate.read()
+"""
+GATED_WORKFLOWS = """from datetime import datetime, timedelta
 
 from pinball_ext.job_templates import CommandJobTemplate
 from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
 
 from team.commands import COMMAND
-
-# With the gate on, wait at a named pipe once commands.py is imported: the test, writing
-# to the pipe, learns that it was, and edits commands.py before it lets the parse go on.
-ROOT = os.path.dirname(os.path.dirname(__file__))
-if os.path.exists(os.path.join(ROOT, 'gate-on')):
-    with open(os.path.join(ROOT, 'gate.fifo')) as gate:
-        gate.read()
-
+""" + GATE + """
 WORKFLOWS = {
     'daily': WorkflowConfig(
         jobs={'work': JobConfig(CommandJobTemplate('work', COMMAND))},
@@ -133,16 +135,28 @@ WORKFLOWS = {
 """
 
 
-def open_for_writing_once_read(fifo: Path) -> int:
-    """The pipe's write end, once a reader has opened it (ENXIO until then)."""
-    def attempt() -> int | None:
+def change_during_a_parse(stub, cluster: str, root: Path, change) -> None:
+    """Reload ``cluster``, whose definitions pass the GATE, and ``change()`` while the parse
+    waits there."""
+    if not (root / "gate.fifo").exists():
+        os.mkfifo(root / "gate.fifo", 0o666)
+    (root / "gate-on").touch()
+    reloading = threading.Thread(target=stub.Reload, args=(pb.ReloadRequest(cluster=cluster),))
+    reloading.start()
+
+    def gate_reached() -> int | None:
         try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as error:
+            return os.open(root / "gate.fifo", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:  # ENXIO: no reader yet
             if error.errno != errno.ENXIO:
                 raise
             return None
-    return wait_for(attempt, message="the parse to reach the gate")
+
+    gate = wait_for(gate_reached, message="the parse to reach the gate")
+    change()
+    (root / "gate-on").unlink()
+    os.close(gate)  # the parse goes on, with what it read before the change
+    reloading.join(30)
 
 
 def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub_for, tmp_path):
@@ -154,7 +168,6 @@ def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub
     (package / "__init__.py").write_text("")
     (package / "commands.py").write_text("COMMAND = 'echo old'\n")
     (package / "workflows.py").write_text(GATED_WORKFLOWS)
-    os.mkfifo(root / "gate.fifo", 0o666)
     server = start_server({"team": {
         "repo": str(root), "parser": "pinball_ext.workflow.parser.PyWorkflowParser",
         "parser_params": {"workflows_config": "team.workflows.WORKFLOWS"}}})
@@ -166,12 +179,26 @@ def test_a_file_changed_while_the_worker_runs_is_parsed_again(start_server, stub
         return tokens.jobs[0].command
 
     assert command() == "echo old"
-    (root / "gate-on").touch()
-    reloading = threading.Thread(target=stub.Reload, args=(pb.ReloadRequest(cluster="team"),))
-    reloading.start()
-    gate = open_for_writing_once_read(root / "gate.fifo")
-    replace_file(package / "commands.py", "'echo old'", "'echo new'")
-    (root / "gate-on").unlink()
-    os.close(gate)  # the parse goes on, with the commands.py it imported before the edit
-    reloading.join(30)
+    change_during_a_parse(stub, "team", root, lambda: replace_file(
+        package / "commands.py", "'echo old'", "'echo new'"))
     wait_for(lambda: command() == "echo new", message="the edit made during the parse")
+
+
+def test_a_pinball_yaml_changed_while_the_worker_runs_is_parsed_again(start_server, stub_for,
+                                                                      repos):
+    """The catalog reads the Pinball YAML before the parse and hashed it after."""
+    python_repo = repos[0]
+    workflows = python_repo / "example_workflows" / "workflows.py"
+    workflows.write_text(GATE + workflows.read_text())
+    stub = stub_for(start_server(clusters=example_clusters(*repos)))
+
+    def command() -> str:
+        tokens = stub.GetJobTokens(pb.GetJobTokensRequest(
+            cluster=PY, workflow="daily_reporting", jobs=["load_events"],
+            run_time=Timestamp(seconds=RUN)))
+        return tokens.jobs[0].command
+
+    assert "env=example" in command()
+    change_during_a_parse(stub, PY, python_repo, lambda: replace_file(
+        python_repo / "pinball.yaml", "env: example", "env: staging"))
+    wait_for(lambda: "env=staging" in command(), message="the edit made during the parse")

@@ -142,16 +142,18 @@ class FileWatch:
               before: Mapping[str, tuple | None] | None = None) -> None:
         """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now.
 
-        ``before`` holds the signatures taken just before the parse: a file that changed
-        since may have been read before the change and hashed after it, so it is
-        expected as nothing, and the next poll re-parses.
+        ``before`` holds the signatures taken just before the parse: a path that changed
+        since may have been read before the change and hashed after it (or, like the
+        Pinball YAML, read before the parse and hashed now), so it is expected as nothing,
+        and the next poll re-parses.
         """
-        before = before or {}
-        expected = {path: "" if path in before and _stat_signature(path) != before[path]
-                    else digest for path, digest in parsed.items()}
+        expected = dict(parsed)
         for path in also:
             if path not in expected:
                 expected[path] = _current_digest(path)
+        for path, signature in (before or {}).items():
+            if path in expected and _stat_signature(path) != signature:
+                expected[path] = ""
         self._expected = expected
         self._stats = {}
 
