@@ -7,7 +7,7 @@ CONFIG ?= examples/token-fetcher.yaml
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: install run test test-airflow lint proto bench clean docker
+.PHONY: install run test test-airflow test-browser lint proto bench clean docker
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ $(AIRFLOW_STAMP): setup.cfg pyproject.toml
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[dev,airflow]'
 	touch $@
+
+# The browser tier: the HTML migration report in a real headless Chromium (Debian's,
+# installed when missing: run as root in CI). `make test` starts no browser.
+BROWSER ?= chromium
+test-browser: install
+	command -v $(BROWSER) >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	TOKEN_FETCHER_BROWSER=$(BROWSER) $(BIN)/python -m pytest tests/browser
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""The client subcommands (list, get, tokens, resolve, migrate) against a fake server."""
+"""The client subcommands (list, get, tokens, resolve) against a fake server; migrate is in
+test_migration_commands.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from test_client import CLUSTER, FakeTokenFetcher, Server, fingerprint_of, make_spec
 
 from token_fetcher.cli import client_commands
-from token_fetcher.migration import MigrationMetadata, read_metadata, write_metadata
+from token_fetcher.migration import MigrationMetadata, write_metadata
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -160,61 +161,6 @@ def test_resolve_usage_errors(run: Run, fake: FakeTokenFetcher, argv: tuple[str,
     assert (code, out) == (2, "")
     assert error_line(err).startswith("token-fetcher resolve: error: ")
     assert fake.count("ResolveMigration") == 0
-
-
-def migrate_args(folder, date: str = "2020-03-01 12:00:00", workflow: str = "alpha") -> list[str]:
-    return [
-        "migrate",
-        "--cluster",
-        CLUSTER,
-        "--workflow",
-        workflow,
-        "--migration-date",
-        date,
-        "--metadata-dir",
-        str(folder),
-    ]
-
-
-def test_migrate_writes_the_metadata_file_and_prints_the_handover(run: Run, tmp_path) -> None:
-    code, out, _ = run(*migrate_args(tmp_path))
-    assert code == 0
-    path = tmp_path / CLUSTER / "alpha.json"
-    assert read_metadata(path) == MigrationMetadata(
-        CLUSTER, "alpha", datetime(2020, 3, 1, 12, tzinfo=UTC)
-    )
-    assert f"wrote {path}" in out
-    assert "2020-03-02T00:00:00Z" in out
-
-    code, out, _ = run(*migrate_args(tmp_path), "--json")  # same date again: fine
-    assert code == 0
-    assert json.loads(out)["first_new_run"] == "2020-03-02T00:00:00Z"
-
-
-def test_migrate_will_not_move_a_migration_date_without_force(run: Run, tmp_path) -> None:
-    assert run(*migrate_args(tmp_path))[0] == 0
-    code, _, err = run(*migrate_args(tmp_path, date="2020-04-01 00:00:00"))
-    assert code == 1
-    assert "--force" in error_line(err)
-    assert read_metadata(tmp_path / CLUSTER / "alpha.json").migration_date.month == 3
-
-    assert run(*migrate_args(tmp_path, date="2020-04-01 00:00:00"), "--force")[0] == 0
-    assert read_metadata(tmp_path / CLUSTER / "alpha.json").migration_date.month == 4
-
-
-@pytest.mark.parametrize(
-    ("workflow", "message"),
-    [("broken", "FAILED_PRECONDITION: broken: SyntaxError"), ("nope", "NOT_FOUND")],
-)
-def test_migrate_refuses_missing_or_broken_workflows(
-    run: Run, fake: FakeTokenFetcher, tmp_path, workflow: str, message: str
-) -> None:
-    fake.put(make_spec("broken"))
-    fake.broken.add((CLUSTER, "broken"))
-    code, out, err = run(*migrate_args(tmp_path, workflow=workflow))
-    assert (code, out) == (1, "")
-    assert message in error_line(err)
-    assert not (tmp_path / CLUSTER).exists()
 
 
 def test_an_unreachable_server_is_one_line_and_exit_1(run: Run, server: Server) -> None:

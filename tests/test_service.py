@@ -41,10 +41,14 @@ def stamp(seconds: int, nanos: int = 0) -> Timestamp:
 
 
 def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
-    """The fingerprint as the architecture defines it: the spec's bytes, no next_run_time."""
+    """The fingerprint as the architecture defines it: the spec's bytes without next_run_time
+    and source positions."""
     copy = pb.WorkflowSpec()
     copy.CopyFrom(spec)
     copy.schedule.ClearField("next_run_time")
+    copy.ClearField("source")
+    for job in copy.jobs:
+        job.ClearField("source")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 

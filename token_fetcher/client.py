@@ -164,6 +164,8 @@ class MigratedWorkflow:
     status: int
     errors: tuple[pb.ParseError, ...]
     stale: bool = False
+    # The server saw the layout change while no file its parse read changed.
+    dynamic: bool = False
 
 
 _SNAPSHOT_MAGIC = b"TFLS"
@@ -275,6 +277,7 @@ class _Entry:
     confirmed_at: float
     # False once a watch event says the server may have a newer version.
     valid: bool = True
+    dynamic: bool = False
 
 
 MetadataOrPath = MigrationMetadata | str | os.PathLike[str]
@@ -733,10 +736,16 @@ class TokenFetcherClient:
                 status=answer.status or entry.status,
                 errors=tuple(answer.errors),
                 confirmed_at=started,
+                dynamic=answer.dynamic,
             )
         else:
             new = _Entry(
-                answer.fingerprint, answer.spec, answer.status, tuple(answer.errors), started
+                answer.fingerprint,
+                answer.spec,
+                answer.status,
+                tuple(answer.errors),
+                started,
+                dynamic=answer.dynamic,
             )
         with self._lock:
             # Confirmation time is when the request started: the conservative end.
@@ -813,6 +822,7 @@ class TokenFetcherClient:
             status=entry.status,
             errors=entry.errors,
             stale=stale,
+            dynamic=entry.dynamic,
         )
 
     def _pinned_spec(self, cluster: str, workflow: str, fingerprint: str) -> SpecResult:

@@ -1,8 +1,10 @@
 """Parser model -> protobuf, and the fingerprint of a workflow version.
 
-A spec is built once per version. Its fingerprint hashes the deterministic
-serialization of the spec without ``schedule.next_run_time`` (which moves with the
-clock): same definitions, same fingerprint, across restarts and machines.
+A spec is built once per version. Its fingerprint is the hash of the *layout*: the
+deterministic serialization of the spec without ``schedule.next_run_time`` (which moves
+with the clock) and without source positions (a comment added above a workflow, or an
+edit of a shared module that defines jobs, moves lines but changes no job, edge,
+command or schedule). Same layout, same fingerprint, across restarts and machines.
 """
 
 from __future__ import annotations
@@ -87,8 +89,14 @@ def workflow_spec(workflow: model.Workflow) -> pb.WorkflowSpec:
 
 
 def fingerprint(spec: pb.WorkflowSpec) -> str:
-    """Hash of the spec's deterministic bytes; ``spec`` must not carry next_run_time."""
-    data = spec.SerializeToString(deterministic=True)
+    """Hash of the spec's deterministic bytes without the workflow's and the jobs' source
+    positions; ``spec`` must not carry next_run_time."""
+    layout = pb.WorkflowSpec()
+    layout.CopyFrom(spec)
+    layout.ClearField("source")
+    for job in layout.jobs:
+        job.ClearField("source")
+    data = layout.SerializeToString(deterministic=True)
     return hashlib.sha256(data).hexdigest()[:FINGERPRINT_HEX_CHARS]
 
 

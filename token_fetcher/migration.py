@@ -1,4 +1,4 @@
-"""Migration metadata files and the Pinball -> Airflow handover on the schedule grid.
+"""Migration metadata files and the handovers between Pinball and Airflow on the grid.
 
 A metadata file names one migrated workflow::
 
@@ -7,7 +7,11 @@ A metadata file names one migrated workflow::
 
 Grid points at or before the migration date belong to Pinball; the first grid point
 strictly after it is Airflow's first run (see docs/ARCHITECTURE.md, "Schedule
-alignment at the handover").
+alignment at the handover"). A rolled-back workflow's file also has a
+``"rollback_date"``: Airflow keeps the grid points up to and including the last one at
+or before it, and Pinball resumes from the next one (rollback_handover()). Both splits
+are the one grid function, handover(). An optional ``"partition"`` names the DAG
+processor partition that serves the workflow (token_fetcher.partitions).
 """
 
 from __future__ import annotations
@@ -28,15 +32,21 @@ __all__ = [
     "Handover",
     "MetadataError",
     "MigrationMetadata",
+    "Rollback",
     "discover_metadata",
     "handover",
+    "metadata_path",
+    "parse_date",
     "parse_metadata",
     "read_metadata",
+    "rollback_handover",
     "write_metadata",
 ]
 
 _FIELDS = ("cluster_name", "workflow_name", "migration_date")
 _NAME_FIELDS = ("cluster_name", "workflow_name")
+_ROLLBACK_FIELD = "rollback_date"
+_PARTITION_FIELD = "partition"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -97,14 +107,18 @@ class MigrationMetadata:
     """One migrated workflow.
 
     ``migration_date`` must be timezone-aware; it is stored in UTC, truncated to the
-    second. ``path`` records where the metadata came from and takes no part in
-    equality or hashing.
+    second. ``rollback_date``, when set, is normalised the same way and is never before
+    the migration date. ``partition`` is "" unless ``migrate --partition`` recorded one.
+    ``path`` records where the metadata came from and takes no part in equality or
+    hashing.
     """
 
     cluster_name: str
     workflow_name: str
     migration_date: datetime
     path: str = field(default="", compare=False)
+    rollback_date: datetime | None = None
+    partition: str = ""
 
     def __post_init__(self) -> None:
         for key in _NAME_FIELDS:
@@ -114,33 +128,64 @@ class MigrationMetadata:
             problem = _name_problem(key, value)
             if problem:
                 raise ValueError(problem)
-        date = self.migration_date
-        if not isinstance(date, datetime):
-            raise TypeError(f"migration_date must be a datetime, got {type(date).__name__}")
-        if date.utcoffset() is None:
-            raise ValueError("migration_date must be timezone-aware (use timezone.utc)")
-        # Frozen: normalising has to bypass the dataclass's __setattr__.
-        object.__setattr__(self, "migration_date", _floor_to_utc_second(date))
+        if not isinstance(self.partition, str):
+            raise TypeError(f"partition must be a str, got {type(self.partition).__name__}")
+        problem = self.partition and _name_problem(_PARTITION_FIELD, self.partition)
+        if problem:
+            raise ValueError(problem)
+        for key in ("migration_date", _ROLLBACK_FIELD):
+            date = getattr(self, key)
+            if date is None and key == _ROLLBACK_FIELD:
+                continue
+            if not isinstance(date, datetime):
+                raise TypeError(f"{key} must be a datetime, got {type(date).__name__}")
+            if date.utcoffset() is None:
+                raise ValueError(f"{key} must be timezone-aware (use timezone.utc)")
+            # Frozen: normalising has to bypass the dataclass's __setattr__.
+            object.__setattr__(self, key, _floor_to_utc_second(date))
+        if self.rollback_date is not None and self.rollback_date < self.migration_date:
+            raise ValueError(_rollback_before_migration(self.rollback_date, self.migration_date))
         object.__setattr__(self, "path", os.fspath(self.path))
 
     @property
     def migration_epoch(self) -> int:
         """The migration date in UTC epoch seconds."""
-        # timedelta // timedelta is exact integer arithmetic, unlike timestamp().
-        return (self.migration_date - _EPOCH) // _ONE_SECOND
+        return _epoch(self.migration_date)
+
+    @property
+    def rollback_epoch(self) -> int | None:
+        """The rollback date in UTC epoch seconds; None when not rolled back."""
+        return None if self.rollback_date is None else _epoch(self.rollback_date)
 
     def to_json(self) -> str:
         """Return the canonical one-line file format (without a trailing newline)."""
-        d = self.migration_date
-        # Formatted by hand: strftime("%Y") does not pad years before 1000 on glibc.
-        stamp = f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
-        return json.dumps(
-            {
-                "cluster_name": self.cluster_name,
-                "workflow_name": self.workflow_name,
-                "migration_date": stamp,
-            }
-        )
+        document = {
+            "cluster_name": self.cluster_name,
+            "workflow_name": self.workflow_name,
+            "migration_date": _stamp(self.migration_date),
+        }
+        if self.rollback_date is not None:
+            document[_ROLLBACK_FIELD] = _stamp(self.rollback_date)
+        if self.partition:
+            document[_PARTITION_FIELD] = self.partition
+        return json.dumps(document)
+
+
+def _epoch(value: datetime) -> int:
+    # timedelta // timedelta is exact integer arithmetic, unlike timestamp().
+    return (value - _EPOCH) // _ONE_SECOND
+
+
+def _stamp(d: datetime) -> str:
+    # Formatted by hand: strftime("%Y") does not pad years before 1000 on glibc.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+
+
+def _rollback_before_migration(rollback: datetime, migration: datetime) -> str:
+    return (
+        f"rollback_date {_stamp(rollback)} is before migration_date {_stamp(migration)}: "
+        "Airflow would give back runs it never made"
+    )
 
 
 def _json_type(value: object) -> str:
@@ -176,10 +221,12 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _parse_date(value: str) -> datetime:
+def parse_date(value: str, key: str = "migration_date") -> datetime:
+    """A date as metadata files write it, in UTC (the fraction dropped); ``key`` names it
+    in the ValueError."""
     match = _DATE_RE.fullmatch(value)
     if match is None:
-        raise ValueError(f"migration_date {value!r} is not a date and time: {_DATE_FORMS}")
+        raise ValueError(f"{key} {value!r} is not a date and time: {_DATE_FORMS}")
     zone = match["zone"]
     try:
         if zone is None or zone in ("Z", "z"):
@@ -199,7 +246,7 @@ def _parse_date(value: str) -> datetime:
         return local.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueError(
-            f"migration_date {value!r} is out of range (no such date, time or UTC offset)"
+            f"{key} {value!r} is out of range (no such date, time or UTC offset)"
         ) from None
 
 
@@ -208,7 +255,10 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
 
     ``migration_date`` may be ``YYYY-MM-DD HH:MM:SS`` or ISO 8601 with ``T``, a
     fraction of a second, and ``Z`` or an offset such as ``+05:30``; without a zone it
-    is UTC. Offsets are converted to UTC and the fraction is dropped. Unknown keys are
+    is UTC. Offsets are converted to UTC and the fraction is dropped. An optional
+    ``rollback_date`` takes the same forms and is not before ``migration_date``; an
+    optional ``partition`` is a name like the others. Unknown
+    keys are
     accepted and ignored, so newer files still load in older clients; duplicate keys
     are an error. Every problem found is reported in one MetadataError.
     """
@@ -237,20 +287,34 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "") -> MigrationMet
             problem = _name_problem(key, data[key])
             if problem:
                 problems.append(problem)
-    migration_date = None
-    if isinstance(data.get("migration_date"), str):
-        try:
-            migration_date = _parse_date(data["migration_date"])
-        except ValueError as exc:
-            problems.append(str(exc))
+    dates: dict[str, datetime] = {}
+    for key in ("migration_date", _ROLLBACK_FIELD):
+        if key == _ROLLBACK_FIELD and key in data and not isinstance(data[key], str):
+            problems.append(f"{key} must be a string, got {_describe(data[key])}")
+        elif isinstance(data.get(key), str):
+            try:
+                dates[key] = parse_date(data[key], key)
+            except ValueError as exc:
+                problems.append(str(exc))
+    partition = data.get(_PARTITION_FIELD, "")
+    if not isinstance(partition, str):
+        problems.append(f"partition must be a string, got {_describe(partition)}")
+    elif partition and _name_problem(_PARTITION_FIELD, partition):
+        problems.append(str(_name_problem(_PARTITION_FIELD, partition)))
+    rollback_date = dates.get(_ROLLBACK_FIELD)
+    if "migration_date" in dates and rollback_date is not None:
+        migration_date = _floor_to_utc_second(dates["migration_date"])
+        if _floor_to_utc_second(rollback_date) < migration_date:
+            problems.append(_rollback_before_migration(rollback_date, migration_date))
     if problems:
         raise MetadataError("; ".join(problems), path)
-    assert migration_date is not None
     return MigrationMetadata(
         cluster_name=data["cluster_name"],
         workflow_name=data["workflow_name"],
-        migration_date=migration_date,
+        migration_date=dates["migration_date"],
         path=os.fspath(path),
+        rollback_date=rollback_date,
+        partition=partition,
     )
 
 
@@ -358,6 +422,42 @@ def handover(reference: int, recurrence: int, migration_epoch: int) -> Handover:
     )
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """Where Airflow stops and Pinball resumes after a rollback, in UTC epoch seconds.
+
+    ``last_new_run`` is None when Airflow made no run: rolled back before the first grid
+    point after the migration date.
+    """
+
+    last_new_run: int | None
+    first_legacy_run: int
+
+
+def rollback_handover(
+    reference: int, recurrence: int, migration_epoch: int, rollback_epoch: int
+) -> Rollback:
+    """The reverse handover: Airflow keeps the grid points after the migration date up
+    to and including the last one at or before ``rollback_epoch``; Pinball resumes at the
+    first one strictly after it. The same split of the grid as handover()."""
+    if rollback_epoch < migration_epoch:
+        raise ValueError(
+            f"the rollback date ({rollback_epoch}) is before the migration date "
+            f"({migration_epoch})"
+        )
+    forward = handover(reference, recurrence, migration_epoch)
+    back = handover(reference, recurrence, rollback_epoch)
+    last = back.last_legacy_run
+    if last is not None and last < forward.first_new_run:
+        last = None
+    return Rollback(last_new_run=last, first_legacy_run=back.first_new_run)
+
+
+def metadata_path(folder: str | os.PathLike[str], cluster: str, workflow: str) -> str:
+    """Where write_metadata() puts a workflow's file: ``<folder>/<cluster>/<workflow>.json``."""
+    return os.path.join(os.fspath(folder), cluster, workflow + ".json")
+
+
 def write_metadata(folder: str | os.PathLike[str], metadata: MigrationMetadata) -> str:
     """Write ``<folder>/<cluster>/<workflow>.json`` atomically and return its path.
 
@@ -372,10 +472,9 @@ def write_metadata(folder: str | os.PathLike[str], metadata: MigrationMetadata) 
             raise ValueError(
                 f"{key} {name!r} starts with '.': discover_metadata() would skip the file"
             )
-    directory = os.path.join(os.fspath(folder), metadata.cluster_name)
-    target = os.path.join(directory, metadata.workflow_name + ".json")
+    target = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
     atomic_write_text(target, metadata.to_json() + "\n")
-    _fsync_directory(directory)
+    _fsync_directory(os.path.dirname(target))
     return target
 
 

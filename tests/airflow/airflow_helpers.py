@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -151,3 +152,123 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+# --- a whole Airflow (api-server, dag-processor, scheduler) with the versioned bundle ---
+
+
+def bundle_deployment_env(
+    home: Path, *, api_port: int, target: str, migrations: Path, job_cwd: Path, **bundle_kwargs
+) -> dict[str, str]:
+    """The environment of an Airflow in ``home`` whose only bundle is a
+    TokenFetcherDagBundle over ``migrations`` (store in ``home/store``), refreshed every
+    second, with the LocalExecutor and an api-server open to all (tests only)."""
+    bundles = [
+        {
+            "name": "pinball",
+            "classpath": "token_fetcher.airflow.bundle.TokenFetcherDagBundle",
+            "kwargs": {
+                "migrations_dir": str(migrations),
+                "store_dir": str(home / "store"),
+                "refresh_interval": 1,
+                **bundle_kwargs,
+            },
+        }
+    ]
+    return {
+        **airflow_env(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "bundles"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
+        "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "2",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # How long the api-server serves a DAG's cached docs, among others.
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "2",
+        "AIRFLOW__TOKEN_FETCHER__TARGET": target,
+        "AIRFLOW__TOKEN_FETCHER__JOB_CWD": str(job_cwd),
+    }
+
+
+def start_deployment(processes: Processes, env: dict[str, str]) -> None:
+    """Migrate the database, then start the api-server, dag-processor and scheduler."""
+    migrate_db(env)
+    port = env["AIRFLOW__API__PORT"]
+    processes.start(
+        "api-server", ["api-server", "--port", port, "--host", "127.0.0.1", "--workers", "1"], env
+    )
+    processes.start("dag-processor", ["dag-processor"], env)
+    processes.start("scheduler", ["scheduler"], env)
+
+
+def query(db: Path, sql: str, *args: object) -> list[tuple]:
+    """Rows from Airflow's SQLite database, read-only; none while it is not there yet or
+    locked for a moment."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as connection:
+            return connection.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def wait_alive(processes: Processes, condition, message: str, deadline: float):
+    """wait_for() for a scenario with Airflow processes: fails at once when one of them
+    exits, and shows their logs when the deadline (time.monotonic()) passes."""
+    while True:
+        processes.check_alive()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                f"--- {name}\n{processes.tail(log, 3000)}" for name, _, log in processes.started
+            )
+            raise AssertionError(f"timed out waiting for {message}\n{logs}")
+        time.sleep(0.5)
+
+
+def dag_runs(db: Path, dag_id: str) -> list[tuple]:
+    """(run_id, state, bundle_version) of the DAG's runs, in run time order."""
+    return query(
+        db,
+        "select run_id, state, bundle_version from dag_run where dag_id = ? "
+        "order by data_interval_end",
+        dag_id,
+    )
+
+
+def first_run_at_its_gate(db: Path, dag_id: str) -> list[tuple] | None:
+    """The DAG's runs once run 1 has its bundle version and its ``gate`` condition is
+    polling; else None. Fails at once when run 1 finished before its gate was opened
+    (on an overloaded machine Airflow may fail a task whose heartbeats stop)."""
+    runs = dag_runs(db, dag_id)
+    if runs and runs[0][1] in ("success", "failed"):
+        tasks = query(
+            db,
+            "select task_id, state from task_instance where dag_id = ? and run_id = ?",
+            dag_id,
+            runs[0][0],
+        )
+        raise AssertionError(f"{dag_id}: run 1 ended {runs[0][1]} before its gate opened: {tasks}")
+    gate = query(
+        db, "select state from task_instance where dag_id = ? and task_id = 'gate'", dag_id
+    )
+    if runs and runs[0][2] and gate and gate[0][0] in ("running", "up_for_reschedule"):
+        return runs
+    return None
+
+
+def finished_runs(db: Path, dag_id: str, count: int) -> list[tuple] | None:
+    """The DAG's first ``count`` runs once all of them have finished; else None. (A later
+    run appears only if a test crosses midnight UTC; it is ignored.)"""
+    runs = dag_runs(db, dag_id)[:count]
+    if len(runs) == count and all(run[1] in ("success", "failed") for run in runs):
+        return runs
+    return None

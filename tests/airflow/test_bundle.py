@@ -7,7 +7,8 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow_helpers import wait_for, write_migration
 
-from token_fetcher.airflow import LOADER_FILE_NAME
+from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME
 from token_fetcher.airflow.bundle import TokenFetcherDagBundle
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.client import TokenFetcherClient
@@ -17,7 +18,7 @@ DAG_ID = f"{CLUSTER}__daily_reporting"
 
 
 @pytest.fixture
-def setup(start_server, example_copy, tmp_path, monkeypatch, tf_settings):
+def setup(start_server, example_copy, tmp_path, monkeypatch, tf_settings, airflow_home):
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH", str(tmp_path / "bundles"))
     repo = example_copy("python_repo")
     server = start_server(
@@ -53,7 +54,7 @@ def test_versions_follow_the_layouts_and_a_pinned_version_keeps_its_own(setup):
     bundle.initialize()
     first = bundle.get_current_version().version
     assert sorted(p.name for p in bundle.path.iterdir()) == sorted(
-        [LOADER_FILE_NAME, MANIFEST_FILE_NAME, "TOKEN_FETCHER_VERSION"]
+        [LOADER_FILE_NAME, MANIFEST_FILE_NAME, PROBLEMS_FILE_NAME, "TOKEN_FETCHER_VERSION"]
     )
     old = fingerprints(bundle.path)
     assert sorted(old) == [DAG_ID, f"{CLUSTER}__hourly_metrics"]
@@ -103,3 +104,26 @@ def test_a_version_missing_from_the_store_is_an_error(setup):
     _, _, make_bundle, _ = setup
     with pytest.raises(FileNotFoundError, match="store_dir must be shared"):
         make_bundle(version="tf-00000000000000000000000000000000").initialize()
+
+
+def test_a_line_shift_and_an_unrelated_broken_workflow_keep_the_version(setup):
+    server, repo, make_bundle, store = setup
+    bundle = make_bundle()
+    bundle.initialize()
+    first = bundle.get_current_version().version
+    # A comment moves every line of daily_reporting's module; weekly_cleanup (not
+    # migrated here) breaks.
+    reporting = repo / "example_workflows" / "reporting.py"
+    reporting.write_text("# A comment that moves every line below it.\n" + reporting.read_text())
+    maintenance = repo / "example_workflows" / "maintenance.py"
+    maintenance.write_text(
+        maintenance.read_text().replace("        dependency=[]),", "        dependency=['nope']),")
+    )
+    with TokenFetcherClient(f"127.0.0.1:{server.port}", cache_ttl=0) as client:
+        wait_for(
+            lambda: client.get_spec(CLUSTER, "weekly_cleanup").status == pb.PARSE_STATUS_STALE,
+            message="the server to see both edits",
+        )
+    bundle.refresh()
+    assert bundle.get_current_version().version == first
+    assert [p.name for p in store.iterdir()] == [f"{first}.json"]

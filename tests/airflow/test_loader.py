@@ -9,7 +9,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow_helpers import write_loader, write_migration
 
-from token_fetcher.airflow import loader
+from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME, loader, problems_file_text
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.timetable import PinballTimetable
 
@@ -141,26 +141,30 @@ def test_daily_reporting_tasks_dependencies_and_parameters(migrated):
     assert isinstance(dag.timetable, PinballTimetable)
     assert dag.catchup is True
     assert dag.max_active_runs == 1
-    assert all(task.depends_on_past for task in dag.tasks)  # DELAY_UNTIL_SUCCESS
+    # DELAY_UNTIL_SUCCESS: a failed run pauses the DAG; no task waits for its past.
+    assert dag.max_consecutive_failed_dag_runs == 1
+    assert not any(task.depends_on_past for task in dag.tasks)
 
 
 def test_overrun_policies_become_dag_arguments(migrated):
     dags = parse(migrated).dags
     expected = {
-        # workflow: (policy, max_active_runs, dagrun_timeout, depends_on_past)
-        "hourly_metrics": ("START_NEW", 4, None, False),
-        "partner_ingest": ("DELAY", 1, None, False),
-        "daily_reporting": ("DELAY_UNTIL_SUCCESS", 1, None, True),
-        "event_ingest": ("ABORT_RUNNING", 1, timedelta(hours=7), False),
-        "weekly_cleanup": ("SKIP", 1, None, False),
-        "db_backup": ("SKIP", 1, None, False),  # overrun_policy=None
+        # workflow: (policy, max_active_runs, dagrun_timeout, pause after N failed runs)
+        "hourly_metrics": ("START_NEW", 4, None, 0),
+        "partner_ingest": ("DELAY", 1, None, 0),
+        "daily_reporting": ("DELAY_UNTIL_SUCCESS", 1, None, 1),
+        "event_ingest": ("ABORT_RUNNING", 1, timedelta(hours=7), 0),
+        "weekly_cleanup": ("SKIP", 1, None, 0),
+        "db_backup": ("SKIP", 1, None, 0),  # overrun_policy=None
     }
-    for workflow, (policy, runs, timeout, past) in expected.items():
+    for workflow, (policy, runs, timeout, failed_runs) in expected.items():
         dag = dags[f"{CLUSTER}__{workflow}"]
         assert f"overrun policy: {policy}" in dag.doc_md, workflow
         assert dag.max_active_runs == runs, workflow
         assert dag.dagrun_timeout == timeout, workflow
-        assert {task.depends_on_past for task in dag.tasks} == {past}, workflow
+        assert dag.max_consecutive_failed_dag_runs == failed_runs, workflow
+        # Policies are per run, never per task: a job added between runs cannot stall.
+        assert not any(task.depends_on_past for task in dag.tasks), workflow
 
 
 def test_inputs_outputs_edges_and_final_job(migrated):
@@ -228,6 +232,24 @@ def test_a_bad_metadata_file_does_not_hide_the_others(migrated):
     warnings = "\n".join(w for ws in bag.captured_warnings.values() for w in ws)
     assert "no_such_workflow" in warnings
     assert "broken.json" in warnings
+
+
+def test_the_problems_file_reports_the_loaders_problems_as_an_import_error(migrated):
+    problems_file = migrated / PROBLEMS_FILE_NAME
+    problems_file.write_text(problems_file_text())
+    missing = write_migration(migrated / "migrations", CLUSTER, "no_such_workflow")
+    loader_file = str(migrated / LOADER_FILE_NAME)
+    # The DAG processor parses each file on its own; the loader's full parse records its
+    # problems, the problems file's parse raises them.
+    assert len(parse(loader_file).dag_ids) == len(WORKFLOWS)
+    [error] = parse(problems_file).import_errors.values()
+    assert "token-fetcher: 1 migrated workflow(s) give no DAG" in error
+    assert f"({CLUSTER}/no_such_workflow): NOT_FOUND: no workflow 'no_such_workflow'" in error
+
+    missing.unlink()
+    parse(loader_file)
+    bag = parse(problems_file)
+    assert bag.import_errors == {} and bag.dag_ids == []
 
 
 def test_nothing_buildable_is_an_import_error(dags_folder, tf_settings, tmp_path):

@@ -7,18 +7,19 @@ still runs the old command; run 2, created afterwards, runs the new one.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from airflow_helpers import (
-    airflow_env,
+    bundle_deployment_env,
+    finished_runs,
+    first_run_at_its_gate,
     free_port,
-    migrate_db,
     prepare_home,
+    query,
+    start_deployment,
+    wait_alive,
     write_migration,
 )
 
@@ -53,37 +54,6 @@ WORKFLOWS['binding_check'] = _WC(
 DEADLINE = 300  # seconds for the whole scenario; typically about a minute
 
 
-def _query(db: Path, sql: str, *args: object) -> list[tuple]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as connection:
-            return connection.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # not created yet, or locked for a moment
-        return []
-
-
-def _runs(db: Path) -> list[tuple]:
-    return _query(
-        db,
-        "select run_id, state, bundle_version, data_interval_end from dag_run "
-        "where dag_id = ? order by data_interval_end",
-        DAG_ID,
-    )
-
-
-def _wait(processes, condition, message: str, deadline: float):
-    while True:
-        processes.check_alive()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(
-                f"--- {name}\n{processes.tail(log, 3000)}" for name, _, log in processes.started
-            )
-            raise AssertionError(f"timed out waiting for {message}\n{logs}")
-        time.sleep(0.5)
-
-
 def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     start_server, example_copy, tmp_path, airflow_processes
 ):
@@ -110,62 +80,24 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     t1 = (migration_date + timedelta(days=1)).replace(hour=0, minute=0, second=0)
     t2 = t1 + timedelta(days=1)
     job_log = tmp_path / "jobs.log"
-    port = free_port()
-    bundles = [
-        {
-            "name": "pinball",
-            "classpath": "token_fetcher.airflow.bundle.TokenFetcherDagBundle",
-            "kwargs": {
-                "migrations_dir": str(migrations),
-                "store_dir": str(home / "store"),
-                "refresh_interval": 1,
-            },
-        }
-    ]
-    env = {
-        **airflow_env(home),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "bundles"),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
-        "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "2",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__TOKEN_FETCHER__TARGET": f"127.0.0.1:{server.port}",
-        "AIRFLOW__TOKEN_FETCHER__JOB_CWD": str(repo),
-        "EXAMPLE_JOB_LOG": str(job_log),
-    }
-    migrate_db(env)
-    db = home / "airflow.db"
-    airflow_processes.start(
-        "api-server",
-        ["api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
-        env,
+    env = bundle_deployment_env(
+        home,
+        api_port=free_port(),
+        target=f"127.0.0.1:{server.port}",
+        migrations=migrations,
+        job_cwd=repo,
     )
-    airflow_processes.start("dag-processor", ["dag-processor"], env)
-    airflow_processes.start("scheduler", ["scheduler"], env)
+    env["EXAMPLE_JOB_LOG"] = str(job_log)
+    start_deployment(airflow_processes, env)
+    db = home / "airflow.db"
 
     # Run 1 is created at the first layout's bundle version and its gate is polling.
-    def run_one_waiting():
-        runs = _runs(db)
-        gate_state = _query(
-            db, "select state from task_instance where dag_id = ? and task_id = 'gate'", DAG_ID
-        )
-        if (
-            runs
-            and runs[0][2]
-            and gate_state
-            and gate_state[0][0] in ("running", "up_for_reschedule")
-        ):
-            return runs
-        return None
-
-    runs = _wait(airflow_processes, run_one_waiting, "run 1 with its gate polling", deadline)
+    runs = wait_alive(
+        airflow_processes,
+        lambda: first_run_at_its_gate(db, DAG_ID),
+        "run 1 with its gate polling",
+        deadline,
+    )
     assert len(runs) == 1, runs
     first_version = runs[0][2]
 
@@ -175,8 +107,8 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     )
 
     def new_version_parsed():
-        rows = _query(db, "select bundle_version from dag where dag_id = ?", DAG_ID)
-        versions = _query(
+        rows = query(db, "select bundle_version from dag where dag_id = ?", DAG_ID)
+        versions = query(
             db,
             "select bundle_version from dag_version where dag_id = ? order by version_number",
             DAG_ID,
@@ -191,7 +123,7 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
             return rows[0][0]
         return None
 
-    second_version = _wait(
+    second_version = wait_alive(
         airflow_processes,
         new_version_parsed,
         "the new layout's bundle version to be parsed",
@@ -199,14 +131,9 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     )
     gate.touch()
 
-    def both_runs_done():
-        # (A third run appears only if the test crosses midnight UTC; it is ignored.)
-        runs = _runs(db)[:2]
-        if len(runs) == 2 and all(run[1] in ("success", "failed") for run in runs):
-            return runs
-        return None
-
-    runs = _wait(airflow_processes, both_runs_done, "both runs to finish", deadline)
+    runs = wait_alive(
+        airflow_processes, lambda: finished_runs(db, DAG_ID, 2), "both runs to finish", deadline
+    )
     assert [run[1] for run in runs] == ["success", "success"], runs
     assert [run[2] for run in runs] == [first_version, second_version]
     assert job_log.read_text().splitlines()[:2] == [

@@ -72,6 +72,9 @@ def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
     copy = pb.WorkflowSpec()
     copy.CopyFrom(spec)
     copy.schedule.ClearField("next_run_time")
+    copy.ClearField("source")
+    for job in copy.jobs:
+        job.ClearField("source")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 

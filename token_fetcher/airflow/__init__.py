@@ -3,6 +3,8 @@ workflows as DAGs on stock Airflow 3.
 
 - ``dags_file.py``: the loader file to drop into the dags folder
   (``token-fetcher airflow write-loader DIR`` writes it);
+- ``problems_file.py``: the bundle's problems file, whose import error lists the
+  migrated workflows that give no DAG;
 - ``loader``: builds one DAG per migration metadata file through the client;
 - ``layouts``: resolved workflows, the on-disk cache of last good layouts, bundle
   manifests (no Airflow import: also runs in a plain subprocess);
@@ -21,12 +23,23 @@ from __future__ import annotations
 
 LOADER_FILE_NAME = "token_fetcher_dags.py"
 """The name the loader file gets in a dags folder or a bundle version."""
+PROBLEMS_FILE_NAME = "token_fetcher_problems.py"
+"""The name of the problems file in the bundle's current folder."""
 
-__all__ = ["LOADER_FILE_NAME", "loader_file_text"]
+__all__ = ["LOADER_FILE_NAME", "PROBLEMS_FILE_NAME", "loader_file_text", "problems_file_text"]
+
+
+def _shipped_text(name: str) -> str:
+    from importlib import resources
+
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
 def loader_file_text() -> str:
     """The text of the loader file shipped with the package."""
-    from importlib import resources
+    return _shipped_text("dags_file.py")
 
-    return resources.files(__name__).joinpath("dags_file.py").read_text(encoding="utf-8")
+
+def problems_file_text() -> str:
+    """The text of the problems file shipped with the package."""
+    return _shipped_text("problems_file.py")

@@ -17,6 +17,11 @@ silently switches to the newest layout. This bundle makes the layouts the versio
   manifest V from the store), and the loader builds the DAG from manifest V: the run's
   tasks run the layouts, commands included, that the run was created with, whatever the
   definitions say by now. The next run is created at the newer version.
+- The current folder also holds the *problems file*: parsing it raises the manifest's
+  problems (workflows that give no DAG), so they show as its import error in Airflow.
+- After each refresh the store is pruned: the manifests of versions that unfinished
+  runs use (read from Airflow's metadata database), the current one and the
+  ``keep_versions`` newest stay; the rest are deleted.
 
 Configure it in ``[dag_processor] dag_bundle_config_list``::
 
@@ -28,7 +33,9 @@ Configure it in ``[dag_processor] dag_bundle_config_list``::
 ``store_dir`` must be readable by every worker (and writable by the DAG processor);
 by default it is under the bundle's local storage folder, which suits a single host.
 Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
-``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120).
+``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120), ``keep_versions``
+(10), and ``partition`` with ``partitions`` (every partition's name, the same in every
+bundle) to serve one share of the workflows (token_fetcher.partitions).
 """
 
 from __future__ import annotations
@@ -45,9 +52,15 @@ from typing import Any
 
 from airflow.dag_processing.bundles.base import BaseDagBundle, BundleVersion
 
-from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
-from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
+from token_fetcher.airflow import (
+    LOADER_FILE_NAME,
+    PROBLEMS_FILE_NAME,
+    loader_file_text,
+    problems_file_text,
+)
+from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
 from token_fetcher.airflow.settings import Settings
+from token_fetcher.partitions import Partitioning
 
 __all__ = ["TokenFetcherDagBundle"]
 
@@ -84,9 +97,16 @@ class TokenFetcherDagBundle(BaseDagBundle):
         timeout: float | None = None,
         retries: int | None = None,
         refresh_timeout: float = 120.0,
+        keep_versions: int = 10,
+        partition: str | None = None,
+        partitions: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if keep_versions < 1:
+            raise ValueError(f"bundle {self.name}: keep_versions must be at least 1")
+        # Checked here, so a bad configuration fails when the bundle is made.
+        self.partitioning = Partitioning.parse(partition, partitions or []) if partition else None
         self._overrides = {
             "migrations_dir": migrations_dir,
             "target": target,
@@ -97,6 +117,7 @@ class TokenFetcherDagBundle(BaseDagBundle):
         self.store_dir = Path(store_dir) if store_dir else self.base_dir / "manifests"
         self.current_dir = self.base_dir / "current"
         self.refresh_timeout = refresh_timeout
+        self.keep_versions = keep_versions
 
     def settings(self) -> Settings:
         return Settings.from_airflow_conf().with_overrides(**self._overrides)
@@ -151,6 +172,9 @@ class TokenFetcherDagBundle(BaseDagBundle):
                 "--timeout", str(settings.timeout),
                 "--retries", str(settings.retries),
             ]  # fmt: skip
+            if self.partitioning is not None:
+                command += ["--partition", self.partitioning.name,
+                            "--partitions", ",".join(self.partitioning.names)]
             done = subprocess.run(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -169,12 +193,17 @@ class TokenFetcherDagBundle(BaseDagBundle):
             manifest = Manifest.read(output)
             version = manifest.version
             stored = self.store_dir / f"{version}.json"
-            if not stored.exists():
+            if stored.exists():
+                os.utime(stored)  # current again: the newest for pruning
+            else:
                 manifest.write(stored)
-            loader = self.current_dir / LOADER_FILE_NAME
-            text = loader_file_text()
-            if not loader.exists() or loader.read_text(encoding="utf-8") != text:
-                _write_text(loader, text)
+            for name, text in (
+                (LOADER_FILE_NAME, loader_file_text()),
+                (PROBLEMS_FILE_NAME, problems_file_text()),
+            ):
+                path = self.current_dir / name
+                if not path.exists() or path.read_text(encoding="utf-8") != text:
+                    _write_text(path, text)
             os.replace(output, self.current_dir / MANIFEST_FILE_NAME)
             _write_text(self.current_dir / _VERSION_FILE, version + "\n")
             _log.info(
@@ -187,6 +216,23 @@ class TokenFetcherDagBundle(BaseDagBundle):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(output)
+        self._prune(version)
+
+    def _prune(self, current: str) -> None:
+        """Delete the stored manifests no unfinished run uses, but the newest ones."""
+        try:
+            in_use = versions_in_use()
+        except Exception:  # never delete what might be in use
+            _log.exception("token-fetcher bundle %s: not pruning the store", self.name)
+            return
+        deleted = prune_store(self.store_dir, self.keep_versions, in_use | {current})
+        if deleted:
+            _log.info(
+                "token-fetcher bundle %s: pruned %d stored version(s): %s",
+                self.name,
+                len(deleted),
+                ", ".join(deleted),
+            )
 
     def _materialize(self, version: str) -> None:
         target = self.versions_dir / version
@@ -214,3 +260,31 @@ class TokenFetcherDagBundle(BaseDagBundle):
                     raise
         finally:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def versions_in_use() -> set[str]:
+    """The bundle versions that unfinished (queued or running) DagRuns use: the one each
+    was created at and those of its task instances' DAG versions (Airflow moves a DAG
+    version's bundle version forward when a new bundle version leaves its DAG as it was)."""
+    # The metadata database's models: imported here only, since workers load this module.
+    from airflow.models.dag_version import DagVersion
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import and_, select
+
+    unfinished = DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING])
+    runs = select(DagRun.bundle_version).where(unfinished)
+    tasks = (
+        select(DagVersion.bundle_version)
+        .join(TaskInstance, TaskInstance.dag_version_id == DagVersion.id)
+        .join(
+            DagRun,
+            and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id),
+        )
+        .where(unfinished)
+    )
+    with create_session() as session:
+        found = set(session.scalars(runs)) | set(session.scalars(tasks))
+    return {version for version in found if version}

@@ -15,12 +15,20 @@ from typing import Any
 from airflow.sdk import DAG
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.airflow.layouts import Layout, dag_id_problem
+from token_fetcher.airflow.layouts import Layout, dag_id_problem, task_ids_problem
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.airflow.timetable import PinballTimetable
 
-__all__ = ["OVERRUN_POLICIES", "SharedArgs", "build_dag", "failure_emails", "overrun_arguments"]
+__all__ = [
+    "DYNAMIC_TAG",
+    "OVERRUN_POLICIES",
+    "STALE_TAG",
+    "SharedArgs",
+    "build_dag",
+    "failure_emails",
+    "overrun_arguments",
+]
 
 WORKFLOW_START = "__WORKFLOW_START__"
 # A condition polls in reschedule mode (freeing its worker slot between pokes) when
@@ -37,13 +45,20 @@ OVERRUN_POLICIES = {
 }
 
 
-def overrun_arguments(schedule: pb.Schedule) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(DAG arguments, task default arguments) for the schedule's overrun policy.
+def overrun_arguments(schedule: pb.Schedule) -> dict[str, Any]:
+    """The DAG arguments for the schedule's overrun policy.
+
+    Pinball's policies decide whether a new workflow *instance* starts while earlier
+    ones run or failed, so each maps to arguments of the DAG, never of its tasks: a
+    per-task rule such as ``depends_on_past`` waits for the same task in the previous
+    run, and a job added by a layout change has none, so its run would never finish.
 
     ==================== ==========================================================
     START_NEW            max_active_runs = max_running_instances
     DELAY                max_active_runs = 1
-    DELAY_UNTIL_SUCCESS  max_active_runs = 1, depends_on_past on every task
+    DELAY_UNTIL_SUCCESS  max_active_runs = 1, max_consecutive_failed_dag_runs = 1
+                         (a failed run pauses the DAG: no new run starts until it
+                         is re-run or marked successful and the DAG unpaused)
     ABORT_RUNNING        max_active_runs = 1, dagrun_timeout = recurrence
     SKIP (and unset)     max_active_runs = 1 (a late run waits instead of being
                          skipped: no grid point after the handover is ever dropped)
@@ -51,14 +66,13 @@ def overrun_arguments(schedule: pb.Schedule) -> tuple[dict[str, Any], dict[str, 
     """
     policy = schedule.overrun_policy
     dag_args: dict[str, Any] = {"max_active_runs": 1}
-    task_args: dict[str, Any] = {}
     if policy == pb.OVERRUN_POLICY_START_NEW:
         dag_args["max_active_runs"] = max(1, schedule.max_running_instances or 1)
     elif policy == pb.OVERRUN_POLICY_DELAY_UNTIL_SUCCESS:
-        task_args["depends_on_past"] = True
+        dag_args["max_consecutive_failed_dag_runs"] = 1
     elif policy == pb.OVERRUN_POLICY_ABORT_RUNNING:
         dag_args["dagrun_timeout"] = timedelta(seconds=schedule.recurrence_seconds)
-    return dag_args, task_args
+    return dag_args
 
 
 def failure_emails(emails: Sequence[str], shared: SharedArgs | None = None) -> dict[str, Any]:
@@ -144,13 +158,51 @@ def _priority_weight(score: float) -> int:
     return max(1, math.ceil(score))
 
 
+STALE_TAG = "token-fetcher:stale"
+DYNAMIC_TAG = "token-fetcher:dynamic"
+
+
+def _banner(layout: Layout) -> list[str]:
+    """Warnings at the top of the DAG's docs (Airflow 3.3 stores no DAG warning of a
+    DAG's own; its only kinds are pools, asset conflicts and runtime-varying values)."""
+    lines = []
+    if layout.definition_errors:
+        lines += [
+            "> **Stale:** the latest definition of this workflow fails to parse; this DAG "
+            "runs its last good layout until the definition is fixed.",
+            ">",
+            *(f"> - {error}" for error in layout.definition_errors),
+            "",
+        ]
+    if layout.dynamic:
+        lines += [
+            "> **Dynamic:** this workflow's layout changed between parses while none of the "
+            "files its parse read changed (it depends on the clock, randomness or outside "
+            "data); the newest layout is served, so runs may differ without any edit.",
+            "",
+        ]
+    return lines
+
+
+def _tags(layout: Layout) -> list[str]:
+    tags = ["pinball", "token-fetcher", f"cluster:{layout.cluster}"]
+    if layout.definition_errors:
+        tags.append(STALE_TAG)
+    if layout.dynamic:
+        tags.append(DYNAMIC_TAG)
+    return tags
+
+
 def _doc(layout: Layout, timetable: PinballTimetable) -> str:
     spec = layout.spec
+    # No source lines: they are not part of the layout (nor of the bundle version), and a
+    # line shift must not make a new DAG version.
     lines = [
+        *_banner(layout),
         f"Migrated Pinball workflow **{layout.cluster}/{layout.workflow}** (token-fetcher).",
         "",
         f"- layout fingerprint: `{layout.fingerprint}`",
-        f"- definition: `{spec.source.file}:{spec.source.line}`" if spec.source.file else "",
+        f"- definition file: `{spec.source.file}`" if spec.source.file else "",
         f"- migration metadata: `{layout.metadata.path}`" if layout.metadata.path else "",
         f"- migration date: {layout.metadata.migration_date.isoformat()}",
         f"- first Airflow run: {timetable.first_run_datetime.isoformat()}",
@@ -166,18 +218,15 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
     share (see SharedArgs); a new one when not given."""
     shared = shared or SharedArgs()
     spec = layout.spec
-    problem = dag_id_problem(layout.dag_id)
+    problem = dag_id_problem(layout.dag_id) or task_ids_problem(spec)
     if problem:
         raise ValueError(problem)
-    for job in spec.jobs:
-        problem = dag_id_problem(job.name, "task id (job name)")
-        if problem:
-            raise ValueError(problem)
     schedule = spec.schedule
     timetable = PinballTimetable(
-        schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run
+        schedule.reference_time.seconds, schedule.recurrence_seconds, layout.handover.first_new_run,
+        stop_after=layout.metadata.rollback_epoch,
     )
-    dag_args, task_args = overrun_arguments(schedule)
+    dag_args = overrun_arguments(schedule)
     kube = settings.kubernetes
     kubernetes = {
         "image": kube.image,
@@ -201,9 +250,9 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
             f"Pinball {layout.cluster}/{layout.workflow} (layout {layout.fingerprint[:12]})"
         ),
         doc_md=_doc(layout, timetable),
-        tags=["pinball", "token-fetcher", f"cluster:{layout.cluster}"],
+        tags=_tags(layout),
         **_dag_failure_emails(list(spec.notify_emails), shared),
-        default_args={"owner": "pinball", **task_args},
+        default_args={"owner": "pinball"},
         **{**shared.dag_defaults(), **dag_args},
     )
     names = {job.name for job in spec.jobs}
@@ -274,7 +323,4 @@ def _condition(
 
 def _job_doc(job: pb.JobSpec) -> str:
     kind = "condition" if job.kind == pb.JOB_KIND_CONDITION else "job"
-    parts = [f"Pinball {kind} `{job.name}` ({job.template or job.template_name})"]
-    if job.source.file:
-        parts.append(f"defined at `{job.source.file}:{job.source.line}`")
-    return ", ".join(parts)
+    return f"Pinball {kind} `{job.name}` ({job.template or job.template_name})"

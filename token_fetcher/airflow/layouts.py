@@ -7,9 +7,10 @@ long-lived DAG processor (which forks its parse processes) never starts gRPC its
 
 A *layout* is one migrated workflow as the DAG builder needs it: the metadata file,
 the spec and its fingerprint, and the handover (computed from the spec's schedule and
-the migration date). Layouts serialize to JSON with the spec as base64 of its
-deterministic protobuf bytes, so a layout read back is byte-for-byte the one the
-server sent.
+the migration date), plus what the server said about it (the errors of a newer
+definition that fails to parse, the dynamic flag). Layouts serialize to JSON with the
+spec as base64 of its deterministic protobuf bytes, so a layout read back is
+byte-for-byte the one the server sent.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from legacy_parser.model import ErrorKind, WorkflowError
 from token_fetcher import migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client import (
@@ -40,6 +42,7 @@ from token_fetcher.client import (
     Unavailable,
 )
 from token_fetcher.migration import MetadataError, MigrationMetadata, parse_metadata
+from token_fetcher.partitions import Partitioning
 
 __all__ = [
     "Layout",
@@ -50,13 +53,18 @@ __all__ = [
     "Resolution",
     "dag_id_for",
     "dag_id_problem",
+    "parse_error_text",
+    "prune_store",
+    "task_ids_problem",
     "resolve_layouts",
 ]
 
 _log = logging.getLogger(__name__)
 
 MANIFEST_FILE_NAME = "token_fetcher_manifest.json"
-_MANIFEST_FORMAT = 1
+_MANIFEST_FORMAT = 2
+# Format 1 hashed everything, specs and problem texts included, into the version.
+_MANIFEST_FORMAT_ALL_HASHED = 1
 _LAYOUT_FORMAT = 1
 # Airflow's rule for dag and task ids (KEY_REGEX), and its length limit.
 _KEY_RE = re.compile(r"^[\w.-]+$", re.ASCII)
@@ -75,6 +83,35 @@ def dag_id_problem(key: str, what: str = "dag_id") -> str | None:
     if len(key) > _KEY_MAX:
         return f"{what} {key!r} is longer than {_KEY_MAX} characters"
     return None
+
+
+def task_ids_problem(spec: pb.WorkflowSpec) -> str | None:
+    """Why a job name of ``spec`` is not a valid Airflow task id, or None."""
+    for job in spec.jobs:
+        problem = dag_id_problem(job.name, "task id (job name)")
+        if problem:
+            return problem
+    return None
+
+
+def parse_error_text(error: pb.ParseError) -> str:
+    """A ParseError from the server, worded as the server words its own errors:
+    ``kind: message (cluster c, workflow w, job j, file:line)``."""
+    found = WorkflowError(
+        ErrorKind.INVALID_DEFINITION,
+        error.message,
+        error.cluster,
+        error.workflow,
+        error.job,
+        error.file,
+        error.line,
+    )
+    try:
+        kind = ErrorKind(pb.ErrorKind.Name(error.kind).removeprefix("ERROR_KIND_").lower())
+    except ValueError:  # a kind this client does not know yet
+        where = found.location()
+        return f"error kind {error.kind}: {error.message}" + (f" ({where})" if where else "")
+    return str(replace(found, kind=kind))
 
 
 @dataclass(frozen=True)
@@ -115,6 +152,11 @@ class Layout:
 
     ``stale`` says the layout was not confirmed by the server just now (served from the
     client's cache, the on-disk cache or a previous manifest); ``source`` says which.
+
+    ``definition_errors`` (non-empty: the latest definition fails to parse and this is
+    the workflow's last good layout, the server's PARSE_STATUS_STALE) and ``dynamic``
+    (the layout changes between parses while no file changed) are diagnostics: shown on
+    the DAG, never part of a fingerprint or a bundle version.
     """
 
     metadata: MigrationMetadata
@@ -123,6 +165,8 @@ class Layout:
     handover: migration.Handover
     stale: bool = False
     source: str = "server"
+    definition_errors: tuple[str, ...] = ()
+    dynamic: bool = False
 
     @property
     def cluster(self) -> str:
@@ -138,6 +182,11 @@ class Layout:
 
     @classmethod
     def from_migrated(cls, migrated: MigratedWorkflow) -> Layout:
+        errors: tuple[str, ...] = ()
+        if migrated.status == pb.PARSE_STATUS_STALE:
+            errors = tuple(parse_error_text(error) for error in migrated.errors) or (
+                "the latest definition fails to parse",
+            )
         return cls(
             metadata=migrated.metadata,
             fingerprint=migrated.fingerprint,
@@ -145,7 +194,25 @@ class Layout:
             handover=migrated.handover,
             stale=migrated.stale,
             source="client-cache" if migrated.stale else "server",
+            definition_errors=errors,
+            dynamic=migrated.dynamic,
         )
+
+    def diagnosed_as(self, other: Layout) -> Layout:
+        """This layout with ``other``'s diagnostics (a fallback keeps what was last known)."""
+        return replace(self, definition_errors=other.definition_errors, dynamic=other.dynamic)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the layout's DAG, and so goes into a bundle version: the metadata
+        file, the fingerprint (the layout itself) and the definition file. Not the spec's
+        source lines, not the diagnostics."""
+        return {
+            "dag_id": self.dag_id,
+            "metadata": json.loads(self.metadata.to_json()),
+            "metadata_path": self.metadata.path,
+            "fingerprint": self.fingerprint,
+            "definition_file": self.spec.source.file,
+        }
 
     @classmethod
     def from_spec(
@@ -169,9 +236,12 @@ class Layout:
         )
         return cls(metadata, fingerprint, spec, handover, stale=stale, source=source)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, diagnostics: bool = False) -> dict[str, Any]:
+        """The layout as JSON; with ``diagnostics``, also what the server said about it
+        (a manifest keeps them; the on-disk cache, which is rewritten only when a
+        fingerprint changes, does not)."""
         data = self.spec.SerializeToString(deterministic=True)
-        return {
+        result = {
             "format": _LAYOUT_FORMAT,
             "metadata": json.loads(self.metadata.to_json()),
             "metadata_path": self.metadata.path,
@@ -179,6 +249,10 @@ class Layout:
             "spec": base64.b64encode(data).decode("ascii"),
             "spec_sha256": hashlib.sha256(data).hexdigest(),
         }
+        if diagnostics:
+            result["definition_errors"] = list(self.definition_errors)
+            result["dynamic"] = self.dynamic
+        return result
 
     @classmethod
     def from_dict(
@@ -203,7 +277,11 @@ class Layout:
         fingerprint = data["fingerprint"]
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("the layout has no fingerprint")
-        return cls.from_spec(metadata, fingerprint, spec, stale=stale, source=source)
+        layout = cls.from_spec(metadata, fingerprint, spec, stale=stale, source=source)
+        errors = data.get("definition_errors", [])
+        if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
+            raise ValueError("definition_errors is not a list of strings")
+        return replace(layout, definition_errors=tuple(errors), dynamic=data.get("dynamic") is True)
 
 
 class LayoutCache:
@@ -436,6 +514,10 @@ def resolve_layouts(
     for entry, result in zip(valid, results, strict=True):
         where = (entry.path, entry.cluster_name, entry.workflow_name)
         if isinstance(result, MigratedWorkflow):
+            problem = task_ids_problem(result.spec)
+            if problem:  # Airflow cannot take it: a problem, not a DAG that fails to build
+                problems.append(Problem(problem, *where))
+                continue
             layout = Layout.from_migrated(result)
             if cache is not None and not layout.stale:
                 cache.store(layout)
@@ -472,7 +554,7 @@ def _fallback_layout(
         try:
             return Layout.from_spec(
                 entry, previous.fingerprint, previous.spec, stale=True, source=previous.source
-            )
+            ).diagnosed_as(previous)
         except ValueError:
             return None
     return cache.load(entry) if cache is not None else None
@@ -485,46 +567,57 @@ def _fallback_layout(
 class Manifest:
     """Every layout of one bundle version, and the problems found with it.
 
-    ``version`` is a hash of the content that decides the DAGs (metadata, fingerprints,
-    specs, problems), not of whether a layout was stale: an outage that serves the same
-    layouts keeps the version.
+    ``version`` hashes what decides the DAGs: each layout's identity (metadata file,
+    fingerprint, definition file). Not the specs' source lines, not the diagnostics, not
+    the problems, and not whether a layout was stale: a line shift, a workflow that
+    breaks (it keeps its last good layout, or gives no DAG at all) and an outage that
+    serves the same layouts all keep the version. Problems reach Airflow through the
+    problems file, which the DAG processor parses again on every pass.
     """
 
     layouts: tuple[Layout, ...] = ()
     problems: tuple[Problem, ...] = ()
-    created_from: str = field(default="", compare=False)
+    # The version a format 1 manifest was stored under (its hash covered everything).
+    stored_version: str = field(default="", compare=False)
 
-    def _content(self) -> dict[str, Any]:
-        return {
-            "format": _MANIFEST_FORMAT,
-            "layouts": [layout.to_dict() for layout in sorted(self.layouts, key=_by_dag_id)],
-            "problems": [problem.to_dict() for problem in self.problems],
-        }
+    def _computed_version(self) -> str:
+        layouts = sorted(self.layouts, key=_by_dag_id)
+        return _digest({"format": _MANIFEST_FORMAT, "layouts": [x.identity() for x in layouts]})
 
     @property
     def version(self) -> str:
-        text = json.dumps(self._content(), sort_keys=True, separators=(",", ":"))
-        return "tf-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+        return self.stored_version or self._computed_version()
 
     def fingerprints(self) -> dict[str, str]:
         return {layout.dag_id: layout.fingerprint for layout in self.layouts}
 
     def to_json(self) -> str:
-        content = self._content()
-        content["version"] = self.version
+        content = {
+            "format": _MANIFEST_FORMAT,
+            "version": self._computed_version(),
+            "layouts": [
+                layout.to_dict(diagnostics=True) for layout in sorted(self.layouts, key=_by_dag_id)
+            ],
+            "problems": [problem.to_dict() for problem in self.problems],
+        }
         return json.dumps(content, sort_keys=True, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "manifest") -> Manifest:
         data = json.loads(text)
-        if data.get("format") != _MANIFEST_FORMAT:
-            raise ValueError(f"unsupported manifest format {data.get('format')!r}")
+        form = data.get("format")
+        if form not in (_MANIFEST_FORMAT, _MANIFEST_FORMAT_ALL_HASHED):
+            raise ValueError(f"unsupported manifest format {form!r}")
         # Not stale: a manifest is the pinned layout set of one bundle version.
         layouts = tuple(
             Layout.from_dict(item, stale=False, source=source) for item in data["layouts"]
         )
         problems = tuple(Problem.from_dict(item) for item in data["problems"])
         manifest = cls(layouts, problems)
+        if form == _MANIFEST_FORMAT_ALL_HASHED:
+            # Written before this release; runs created then still need it.
+            hashed = _digest({key: value for key, value in data.items() if key != "version"})
+            manifest = cls(layouts, problems, stored_version=hashed)
         if data.get("version") not in (None, manifest.version):
             raise ValueError(f"manifest content does not match its version {data.get('version')!r}")
         return manifest
@@ -536,9 +629,47 @@ class Manifest:
     def read(cls, path: str | os.PathLike[str]) -> Manifest:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
+    @staticmethod
+    def read_problems(path: str | os.PathLike[str]) -> tuple[Problem, ...]:
+        """Only the problems of the manifest at ``path`` (no layout is decoded); none when
+        there is no manifest."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return ()
+        return tuple(Problem.from_dict(item) for item in data["problems"])
+
+
+def _digest(content: dict[str, Any]) -> str:
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return "tf-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
 
 def _by_dag_id(layout: Layout) -> str:
     return layout.dag_id
+
+
+def prune_store(store: str | os.PathLike[str], keep: int, protected: Iterable[str]) -> list[str]:
+    """Delete the stored manifests (``<store>/<version>.json``) but the ``keep`` newest
+    (by modification time) and the ``protected`` versions (those of unfinished runs, and
+    the current one). Returns the versions deleted, oldest first."""
+    folder = Path(store)
+    stored = []
+    for path in folder.glob("tf-*.json"):
+        try:
+            stored.append((path.stat().st_mtime_ns, path.stem, path))
+        except FileNotFoundError:  # pruned by another DAG processor meanwhile
+            continue
+    stored.sort(reverse=True)
+    kept = set(protected) | {version for _, version, _ in stored[: max(0, keep)]}
+    deleted = []
+    for _, version, path in reversed(stored):
+        if version in kept:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        deleted.append(version)
+    return deleted
 
 
 def build_manifest(
@@ -547,11 +678,18 @@ def build_manifest(
     *,
     cache: LayoutCache | None = None,
     previous: Manifest | None = None,
+    partitioning: Partitioning | None = None,
 ) -> Manifest:
     """Discover the metadata files and resolve them (one round trip) into a manifest;
-    a workflow the server cannot answer for keeps its layout from ``previous``."""
+    a workflow the server cannot answer for keeps its layout from ``previous``. With
+    ``partitioning``, only that partition's workflows."""
     discovery = migration.discover_metadata(migrations_dir)
     problems = [_metadata_problem(error) for error in discovery.errors]
+    entries = discovery.entries
+    if partitioning is not None:
+        entries, misplaced = partitioning.select(entries)
+        problems += [Problem(str(item), item.metadata.path, item.metadata.cluster_name,
+                             item.metadata.workflow_name) for item in misplaced]
     for cluster, workflow, paths in discovery.duplicates:
         _log.warning(
             "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
@@ -561,7 +699,7 @@ def build_manifest(
             paths[0],
         )
     fallback = {layout.dag_id: layout for layout in previous.layouts} if previous else None
-    resolution = resolve_layouts(client, discovery.entries, cache=cache, fallback=fallback)
+    resolution = resolve_layouts(client, entries, cache=cache, fallback=fallback)
     return Manifest(resolution.layouts, tuple(problems) + resolution.problems)
 
 
@@ -584,7 +722,10 @@ def _main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--previous", default="", help="the manifest to fall back on")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--partition", default="", help="only this partition's workflows")
+    parser.add_argument("--partitions", default="", help="every partition's name, a,b,c")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    partitioning = Partitioning.parse(args.partition, args.partitions) if args.partition else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     previous = None
     if args.previous and os.path.exists(args.previous):
@@ -595,7 +736,8 @@ def _main(argv: Iterable[str] | None = None) -> int:
     cache = LayoutCache(args.cache_dir) if args.cache_dir else None
     with TokenFetcherClient(args.target, timeout=args.timeout, retries=args.retries) as client:
         try:
-            manifest = build_manifest(client, args.migrations_dir, cache=cache, previous=previous)
+            manifest = build_manifest(client, args.migrations_dir, cache=cache, previous=previous,
+                                      partitioning=partitioning)
         except TokenFetcherError as exc:
             print(f"token-fetcher: {exc}", file=sys.stderr)
             return 1

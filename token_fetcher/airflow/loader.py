@@ -14,9 +14,12 @@ Two ways to get the layouts:
   manifest when it computed the bundle version, so a worker running a task of a DagRun
   parses exactly the layouts that run was created with.
 
-A metadata file or workflow that gives no DAG is logged and reported as a parse
-warning; the other DAGs are built all the same. When nothing at all can be built and
-something went wrong, the parse fails with every problem in the message.
+A metadata file or workflow that gives no DAG is logged (and issued as a Python
+warning, which Airflow 3.3 keeps in the DAG processor's log only); the other DAGs are
+built all the same. The problems file next to the loader file turns them into an
+import error (``raise_problems``; in the dags folder, from the record a full parse
+writes to ``cache_dir``). When nothing at all can be built and something
+went wrong, the parse fails with every problem in the message.
 """
 
 from __future__ import annotations
@@ -46,15 +49,48 @@ from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import discover_metadata
 
-__all__ = ["LoadResult", "TokenFetcherParseWarning", "get_client", "load_dags", "load_layouts"]
+__all__ = [
+    "LoadResult",
+    "MigratedWorkflowProblems",
+    "TokenFetcherParseWarning",
+    "get_client",
+    "load_dags",
+    "load_layouts",
+    "raise_problems",
+]
 
 _log = logging.getLogger(__name__)
+_FROM_SERVER = "token fetcher"
 _clients: dict[tuple[str, float, int, float, float], TokenFetcherClient] = {}
 _clients_lock = threading.Lock()
 
 
 class TokenFetcherParseWarning(UserWarning):
-    """A migrated workflow that gives no DAG (shown as a DAG parse warning)."""
+    """A migrated workflow that gives no DAG (in the DAG processor's log)."""
+
+
+class MigratedWorkflowProblems(Exception):
+    """Migrated workflows that give no DAG: the import error of the problems file."""
+
+
+# In the dags-folder mode: the problems of the loader's last full parse, in cache_dir.
+PROBLEMS_RECORD_NAME = "problems-manifest.json"
+
+
+def raise_problems(here: str) -> None:
+    """What the problems file runs: raise the problems of the manifest next to it (the
+    bundle), or else of the loader's last full parse (the dags folder), so Airflow
+    records them as the file's import error; nothing when there are none."""
+    manifest = Path(here).with_name(MANIFEST_FILE_NAME)
+    if not manifest.exists():
+        cache_dir = Settings.from_airflow_conf().cache_dir
+        manifest = Path(cache_dir) / PROBLEMS_RECORD_NAME if cache_dir else manifest
+    problems = Manifest.read_problems(manifest)
+    if problems:
+        raise MigratedWorkflowProblems(
+            f"token-fetcher: {len(problems)} migrated workflow(s) give no DAG:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
 
 
 def get_client(settings: Settings) -> TokenFetcherClient:
@@ -130,7 +166,20 @@ def load_layouts(
         entries = [e for e in entries if dag_id_for(e.cluster_name, e.workflow_name) == dag_id]
     cache = LayoutCache(settings.cache_dir) if settings.cache_dir else None
     resolution = resolve_layouts(get_client(settings), entries, cache=cache)
-    return LoadResult(resolution.layouts, problems + list(resolution.problems), "token fetcher")
+    return LoadResult(resolution.layouts, problems + list(resolution.problems), _FROM_SERVER)
+
+
+def _record_problems(settings: Settings, problems: list[Problem]) -> None:
+    """Keep a full parse's problems where the problems file reads them (rewritten only
+    when they change)."""
+    if not settings.cache_dir:
+        return
+    path = Path(settings.cache_dir) / PROBLEMS_RECORD_NAME
+    try:
+        if list(Manifest.read_problems(path)) != problems:
+            Manifest((), tuple(problems)).write(path)
+    except (OSError, ValueError, KeyError) as exc:  # a record: never fail a parse for it
+        _log.warning("token-fetcher: cannot record the problems in %s: %s", path, exc)
 
 
 def _variable_name(dag_id: str) -> str:
@@ -193,6 +242,8 @@ def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = N
     _log.info(
         "token-fetcher: %d DAG(s) from %s, %d problem(s)", len(dags), result.source, len(problems)
     )
+    if wanted is None and result.source == _FROM_SERVER:
+        _record_problems(settings, problems)
     for problem in problems:
         _log.warning("token-fetcher: no DAG for %s", problem)
         warnings.warn(

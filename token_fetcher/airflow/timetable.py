@@ -5,6 +5,8 @@ Pinball runs a workflow at ``reference + k * recurrence`` (UTC seconds, any recu
 point strictly after the migration date (``first_run``, the handover's first_new_run);
 every grid point from there on gets a run, whenever the DAG first appears (catch-up is
 part of the contract: a DAG parsed late still runs every grid point since first_run).
+After a rollback (``stop_after``, the rollback date) there is no run after it: Pinball
+runs the grid from there.
 
 A run for grid point ``T`` has the data interval ``[T - recurrence, T)`` and is created
 at ``run_after = T``: the run's scheduled time, the one Pinball would have run at, is the
@@ -55,6 +57,8 @@ class PinballTimetable(Timetable):
     ``reference`` and ``first_run`` are UTC epoch seconds (or aware datetimes);
     ``recurrence`` is seconds (or a timedelta) and must be positive. ``first_run`` is
     moved up to the grid when it is not on it, and never before the reference.
+    ``stop_after`` (epoch seconds or an aware datetime, a rollback date): no run at a grid
+    point after it.
     """
 
     periodic = True
@@ -66,6 +70,7 @@ class PinballTimetable(Timetable):
         reference: int | datetime,
         recurrence: int | timedelta,
         first_run: int | datetime | None = None,
+        stop_after: int | datetime | None = None,
     ) -> None:
         self.reference = _epoch(reference) if isinstance(reference, datetime) else int(reference)
         if isinstance(recurrence, timedelta):
@@ -82,11 +87,16 @@ class PinballTimetable(Timetable):
             first = _epoch(first_run) if isinstance(first_run, datetime) else int(first_run)
         # The smallest grid point at or after first_run.
         self.first_run = next_run_after(self.reference, self.recurrence, first - 1)
+        if isinstance(stop_after, datetime):
+            stop_after = _epoch(stop_after)
+        self.stop_after = None if stop_after is None else int(stop_after)
         self.description = (
             f"Pinball grid every {_every(self.recurrence)} from "
             f"{_datetime(self.reference).isoformat()}, "
             f"first run {self.first_run_datetime.isoformat()}"
         )
+        if self.stop_after is not None:
+            self.description += f", rolled back at {_datetime(self.stop_after).isoformat()}"
 
     # --- identity and serialization ---
 
@@ -101,31 +111,29 @@ class PinballTimetable(Timetable):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PinballTimetable):
             return NotImplemented
-        return (self.reference, self.recurrence, self.first_run) == (
-            other.reference,
-            other.recurrence,
-            other.first_run,
-        )
+        return self.serialize() == other.serialize()
 
     def __hash__(self) -> int:
-        return hash((self.reference, self.recurrence, self.first_run))
+        return hash((self.reference, self.recurrence, self.first_run, self.stop_after))
 
     def __repr__(self) -> str:
         return (
             f"PinballTimetable(reference={self.reference}, recurrence={self.recurrence}, "
-            f"first_run={self.first_run})"
+            f"first_run={self.first_run}, stop_after={self.stop_after})"
         )
 
     def serialize(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "recurrence": self.recurrence,
-            "first_run": self.first_run,
-        }
+        data = {"reference": self.reference, "recurrence": self.recurrence,
+                "first_run": self.first_run}
+        # Only when set, so DAGs serialized before rollbacks existed compare equal.
+        if self.stop_after is not None:
+            data["stop_after"] = self.stop_after
+        return data
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> PinballTimetable:
-        return cls(int(data["reference"]), int(data["recurrence"]), int(data["first_run"]))
+        return cls(int(data["reference"]), int(data["recurrence"]), int(data["first_run"]),
+                   data.get("stop_after"))
 
     def validate(self) -> None:
         if self.recurrence <= 0:  # pragma: no cover - the constructor refuses it
@@ -142,7 +150,7 @@ class PinballTimetable(Timetable):
     def runs_between(self, start: datetime, end: datetime) -> list[DateTime]:
         """Every run time in ``[start, end]``; a helper for checks and docs."""
         point = self.grid_point_at_or_after(_epoch(start))
-        last = _epoch(end)
+        last = _epoch(end) if self.stop_after is None else min(_epoch(end), self.stop_after)
         times = []
         while point <= last:
             times.append(_datetime(point))
@@ -173,6 +181,8 @@ class PinballTimetable(Timetable):
         if restriction.earliest is not None:
             point = max(point, self.grid_point_at_or_after(_epoch(restriction.earliest)))
         if restriction.latest is not None and point > _epoch(restriction.latest):
+            return None
+        if self.stop_after is not None and point > self.stop_after:
             return None
         return self._info(point)
 

@@ -14,6 +14,7 @@ from token_fetcher.cli import (
     airflow_commands,
     client_commands,
     compare_command,
+    migration_commands,
     resource_commands,
     server_commands,
 )
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_commands.register(subparsers)
     client_commands.register(subparsers)
+    migration_commands.register(subparsers)
     airflow_commands.register(subparsers)
     compare_command.register(subparsers)
     resource_commands.register(subparsers)

@@ -1,4 +1,4 @@
-"""Client commands: list, get, tokens, resolve, migrate.
+"""Client commands: list, get, tokens, resolve (migrate is in migration_commands).
 
 They talk to a running server through TokenFetcherClient and import nothing from the
 server side. Exit codes: 0 success, 1 an error from the server (or the file system),
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,18 +19,16 @@ from google.protobuf import json_format
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client import DEFAULT_TARGET, TokenFetcherClient, TokenFetcherError
 from token_fetcher.migration import (
-    Handover,
     MetadataError,
     MigrationMetadata,
     parse_metadata,
     read_metadata,
-    write_metadata,
 )
 
 __all__ = [
+    "client_options",
     "get_command",
     "list_command",
-    "migrate_command",
     "register",
     "resolve_command",
     "tokens_command",
@@ -49,8 +46,8 @@ class CommandError(Exception):
     """A refusal that is neither a usage error nor the server's (exit code 1)."""
 
 
-def register(subparsers: Any) -> None:
-    """Add list, get, tokens, resolve and migrate to an argparse subparsers object."""
+def client_options() -> argparse.ArgumentParser:
+    """The options of every command that talks to a server, as an argparse parent."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--target", default=DEFAULT_TARGET, help=f"server HOST:PORT (default {DEFAULT_TARGET})"
@@ -61,6 +58,12 @@ def register(subparsers: Any) -> None:
     common.add_argument(
         "--json", action="store_true", help="print the protobuf JSON mapping (proto field names)"
     )
+    return common
+
+
+def register(subparsers: Any) -> None:
+    """Add list, get, tokens and resolve to an argparse subparsers object."""
+    common = client_options()
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
         parser = subparsers.add_parser(name, parents=[common], help=help, description=help)
@@ -87,13 +90,6 @@ def register(subparsers: Any) -> None:
     p = add("resolve", resolve_command, "resolve a migration: the spec and the handover")
     p.add_argument("metadata_file", nargs="?", help="a migration metadata file")
     _add_migration_options(p, required=False)
-
-    p = add("migrate", migrate_command, "check a workflow and write its migration metadata file")
-    _add_migration_options(p, required=True)
-    p.add_argument("--metadata-dir", required=True, help="writes <dir>/<cluster>/<workflow>.json")
-    p.add_argument(
-        "--force", action="store_true", help="replace a metadata file with another migration date"
-    )
 
 
 def _add_migration_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -230,36 +226,6 @@ def resolve_command(args: argparse.Namespace) -> int:
     return _run(args, run)
 
 
-def migrate_command(args: argparse.Namespace) -> int:
-    def run(client: TokenFetcherClient) -> None:
-        metadata = _metadata_from_args(args)
-        _check_existing(args.metadata_dir, metadata, args.force)
-        # migrated_workflow() checks the server's handover against the spec's schedule.
-        migrated = client.migrated_workflow(metadata)
-        if migrated.status == pb.PARSE_STATUS_BROKEN:
-            raise CommandError(f"{metadata.cluster_name}/{metadata.workflow_name} is broken")
-        path = write_metadata(args.metadata_dir, metadata)
-        handover = migrated.handover
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "path": path,
-                        "fingerprint": migrated.fingerprint,
-                        "migration_date": _iso(metadata.migration_epoch),
-                        "last_legacy_run": _iso(handover.last_legacy_run),
-                        "first_new_run": _iso(handover.first_new_run),
-                    },
-                    indent=2,
-                )
-            )
-            return
-        print(f"wrote {path}")
-        _print_handover(metadata, handover)
-
-    return _run(args, run)
-
-
 # --- plumbing -----------------------------------------------------------------------
 
 
@@ -294,23 +260,6 @@ def _metadata_from_args(args: argparse.Namespace) -> MigrationMetadata:
     return parse_metadata(json.dumps(document))
 
 
-def _check_existing(folder: str, metadata: MigrationMetadata, force: bool) -> None:
-    # Moving the migration date of a workflow already handed over would make Airflow
-    # skip or repeat runs; that takes --force.
-    path = os.path.join(folder, metadata.cluster_name, metadata.workflow_name + ".json")
-    if force or not os.path.exists(path):
-        return
-    try:
-        existing = read_metadata(path)
-    except MetadataError as exc:
-        raise CommandError(f"{exc}; use --force to replace it") from None
-    if existing != metadata:
-        raise CommandError(
-            f"{path} already migrates on {_iso(existing.migration_epoch)}; "
-            "use --force to change the migration date"
-        )
-
-
 def _parse_run_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
@@ -337,16 +286,6 @@ def _print_fields(fields: Sequence[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in fields)
     for label, value in fields:
         print(f"{label.ljust(width)}  {value}")
-
-
-def _print_handover(metadata: MigrationMetadata, handover: Handover) -> None:
-    _print_fields(
-        [
-            ("migration date", _iso(metadata.migration_epoch)),
-            ("last legacy run", _iso(handover.last_legacy_run) or _NO_LEGACY),
-            ("first new run", _iso(handover.first_new_run)),
-        ]
-    )
 
 
 def _iso(epoch: int | None) -> str:
