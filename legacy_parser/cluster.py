@@ -20,14 +20,10 @@ PARSERS = (PYTHON_PARSER, JSON_PARSER)
 
 
 def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
-               default_email: str = "", changed: tuple[str, ...] = (),
-               pycache_dir: str = "", python2: bool = True,
+               default_email: str = "", python2: bool = True,
                stub_modules: tuple[str, ...] = ()) -> ParseResult:
-    """Parse in this process. Imports user code: call only inside a sandbox worker.
-
-    ``changed`` (repo-relative paths) asks for a partial parse: only the workflows defined
-    in those files are rebuilt, when that can be told; see ParseResult. ``pycache_dir``
-    is no longer used: modules are compiled from source at every parse (see
+    """Parse every workflow of the cluster in this process. Imports user code: call only
+    inside a sandbox worker. Modules are compiled from source at every parse (see
     ``legacy_parser.loader``). ``python2`` translates Python 2 modules; ``stub_modules``
     stand in as inert stubs (``legacy_parser.stubs``).
     """
@@ -45,13 +41,11 @@ def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[st
         PinballConfig.DEFAULT_EMAIL = default_email
     sys.path.insert(0, repo_root)
     files: list[SourceFile] = []
-    names = None
     if parser == PYTHON_PARSER:
-        workflows, errors, names = read_python_workflows(cluster, parser_params, locator,
-                                                         frozenset(changed))
+        workflows, errors = read_python_workflows(cluster, parser_params, locator)
     elif parser == JSON_PARSER:
-        workflows, errors, files, names = read_json_workflows(
-            cluster, repo_root, parser_params, locator, frozenset(changed))
+        workflows, errors, files = read_json_workflows(cluster, repo_root, parser_params,
+                                                       locator)
     else:
         workflows, errors = [], [WorkflowError(
             ErrorKind.INVALID_CONFIG,
@@ -63,8 +57,6 @@ def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[st
         errors=tuple(errors),
         files=tuple(sorted(set(files), key=lambda source: source.path)),
         duration_seconds=time.monotonic() - started,
-        partial=names is not None,
-        names=tuple(sorted(names)) if names is not None else (),
     )
 
 

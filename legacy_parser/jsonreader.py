@@ -96,11 +96,8 @@ def _expect(value: Any, types: type | tuple[type, ...], field: str, job: str, fi
 
 
 def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], locator: Locator,
-                        changed: frozenset[str] = frozenset(),
-                        ) -> tuple[list[Workflow], list[WorkflowError], list[SourceFile],
-                                   list[str] | None]:
-    """As read_python_workflows, plus the files read. A partial read happens when every
-    changed file lies inside workflow folders: only those workflows are read again."""
+                        ) -> tuple[list[Workflow], list[WorkflowError], list[SourceFile]]:
+    """As read_python_workflows, plus the files read."""
     root = os.path.join(repo_root, str(params.get("repository_root") or ""))
     workflows_dir = os.path.join(root, "workflow")
     reader = TreeReader(locator)
@@ -110,11 +107,10 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
         return [], [WorkflowError(ErrorKind.IO_ERROR,
                                   f"cannot list the workflow folder: {error.strerror}",
                                   cluster, file=locator.relative(workflows_dir)),
-                    ], reader.files, None
-    selected = _changed_workflows(locator.relative(workflows_dir), changed) if changed else None
+                    ], reader.files
     workflows: list[Workflow] = []
     errors: list[WorkflowError] = []
-    for name in names if selected is None else sorted(selected & set(names)):
+    for name in names:
         folder = os.path.join(workflows_dir, name)
         if not os.path.isdir(folder):
             continue
@@ -125,23 +121,7 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
                                         cluster, name, file=locator.relative(error.filename or "")))
         except Exception as error:  # noqa: BLE001 - one bad workflow must not hide the others
             errors.append(locator.error_from_exception(error, cluster, name))
-    if selected is None:
-        return workflows, errors, reader.files, None
-    folders = [name for name in names if os.path.isdir(os.path.join(workflows_dir, name))]
-    return workflows, errors, reader.files, folders
-
-
-def _changed_workflows(workflows_dir: str, changed: frozenset[str]) -> set[str] | None:
-    """The workflow folders the changed files (or listings) lie in; None when one lies
-    elsewhere (the list of workflows itself, a template module)."""
-    found = set()
-    prefix = workflows_dir.rstrip(os.sep) + os.sep
-    for path in changed:
-        name = path.removeprefix(prefix).split(os.sep)[0]
-        if not path.startswith(prefix) or not name:
-            return None
-        found.add(name)
-    return found
+    return workflows, errors, reader.files
 
 
 def _read_schedule(name: str, folder: str, reader: TreeReader) -> tuple[Schedule, str]:

@@ -188,17 +188,13 @@ class SourceFile:
 
 @dataclass(frozen=True, slots=True)
 class ParseResult:
-    """A cluster's parse. A *partial* parse rebuilt only the workflows whose definition
-    files changed: ``workflows``, ``errors`` and ``files`` are theirs, ``names`` lists
-    every workflow the cluster has now."""
+    """A cluster's parse: every workflow it built, the errors, and the files it read."""
 
     cluster: str
     workflows: tuple[Workflow, ...]
     errors: tuple[WorkflowError, ...]
     files: tuple[SourceFile, ...]
     duration_seconds: float
-    partial: bool = False
-    names: tuple[str, ...] = ()
 
     def errors_for(self, workflow: str) -> tuple[WorkflowError, ...]:
         return tuple(error for error in self.errors if error.workflow == workflow)

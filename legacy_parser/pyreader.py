@@ -27,31 +27,29 @@ from legacy_parser.templates import build_job, check_template, template_priority
 
 
 def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator,
-                          changed: frozenset[str] = frozenset(),
-                          ) -> tuple[list[Workflow], list[WorkflowError], list[str] | None]:
-    """The workflows and errors, and the names of all workflows when only those defined in
-    ``changed`` files (repo-relative) were rebuilt; None when all were."""
+                          ) -> tuple[list[Workflow], list[WorkflowError]]:
+    """Every workflow of the cluster, and the errors."""
     dotted = params.get("workflows_config")
     if not isinstance(dotted, str) or "." not in dotted:
         return [], [WorkflowError(
             ErrorKind.INVALID_CONFIG,
             f"parser param workflows_config must be a dotted path module.NAME, got {dotted!r}",
             cluster,
-        )], None
+        )]
     module_name, _, attribute = dotted.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except BaseException as error:  # noqa: BLE001 - definition code may raise anything
         if isinstance(error, KeyboardInterrupt):
             raise
-        return [], [locator.error_from_exception(error, cluster, at_import=True)], None
+        return [], [locator.error_from_exception(error, cluster, at_import=True)]
     module_file = locator.relative(getattr(module, "__file__", "") or "")
     if not hasattr(module, attribute):
         return [], [WorkflowError(
             ErrorKind.MISSING_WORKFLOWS,
             f"module {module_name!r} has no attribute {attribute!r} (workflows_config {dotted})",
             cluster, file=module_file,
-        )], None
+        )]
     workflows_config = getattr(module, attribute)
     if not isinstance(workflows_config, dict):
         return [], [WorkflowError(
@@ -59,14 +57,11 @@ def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator
             f"{dotted} is a {type(workflows_config).__name__}, not a dict of "
             "{workflow_name: WorkflowConfig}",
             cluster, file=module_file,
-        )], None
+        )]
 
-    selected = _affected(workflows_config, changed, locator) if changed else None
     workflows: list[Workflow] = []
     errors: list[WorkflowError] = []
     for name, config in workflows_config.items():
-        if selected is not None and name not in selected:
-            continue
         workflow_name = name if isinstance(name, str) else repr(name)
         try:
             if not isinstance(name, str) or not name:
@@ -76,26 +71,7 @@ def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator
             workflows.append(_read_workflow(cluster, name, config, params, locator))
         except Exception as error:  # noqa: BLE001 - one bad workflow must not hide the others
             errors.append(locator.error_from_exception(error, cluster, workflow_name))
-    return workflows, errors, None if selected is None else list(workflows_config)
-
-
-def _affected(workflows_config: dict, changed: frozenset[str], locator: Locator) -> set | None:
-    """Workflows with a definition site (workflow, job, final job or schedule) in a changed
-    file; None (rebuild all) when a changed file defines none of them, since it may be a
-    shared module (templates, constants) that any workflow uses."""
-    sites: dict[Any, set[str]] = {}
-    for name, config in workflows_config.items():
-        if not isinstance(name, str):
-            return None
-        parts = [config, getattr(config, "schedule", None),
-                 getattr(config, "final_job_config", None)]
-        jobs = getattr(config, "jobs", None)
-        if isinstance(jobs, dict):
-            parts.extend(jobs.values())
-        sites[name] = {_site(part, locator)[0] for part in parts}
-    if not changed <= set().union(*sites.values()):
-        return None
-    return {name for name, files in sites.items() if files & changed}
+    return workflows, errors
 
 
 def _site(obj: Any, locator: Locator) -> tuple[str, int]:

@@ -63,6 +63,8 @@ class Entry:
     status: Status
     version: Version | None
     errors: tuple[model.WorkflowError, ...]
+    # The layout changed between two parses that read the same files (see _merge).
+    dynamic: bool = False
     # Serialized answers built from this entry, owned by the service.
     responses: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,6 +86,10 @@ class ClusterSnapshot:
 
     def count(self, status: Status) -> int:
         return sum(1 for entry in self.entries.values() if entry.status is status)
+
+    @property
+    def dynamic_count(self) -> int:
+        return sum(1 for entry in self.entries.values() if entry.dynamic)
 
 
 @dataclass(frozen=True)
@@ -128,25 +134,28 @@ class FileWatch:
     def __len__(self) -> int:
         return len(self._expected)
 
-    def reset(self, parsed: Mapping[str, str], also: Iterable[str]) -> None:
-        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now."""
+    def signatures(self) -> dict[str, tuple | None]:
+        """The stat signature of every watched path, now."""
+        return {path: _stat_signature(path) for path in self._expected}
+
+    def reset(self, parsed: Mapping[str, str], also: Iterable[str],
+              before: Mapping[str, tuple | None] | None = None) -> None:
+        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now.
+
+        ``before`` holds the signatures taken just before the parse: a path that changed
+        since may have been read before the change and hashed after it (or, like the
+        Pinball YAML, read before the parse and hashed now), so it is expected as nothing,
+        and the next poll re-parses.
+        """
         expected = dict(parsed)
         for path in also:
             if path not in expected:
                 expected[path] = _current_digest(path)
+        for path, signature in (before or {}).items():
+            if path in expected and _stat_signature(path) != signature:
+                expected[path] = ""
         self._expected = expected
         self._stats = {}
-
-    def update(self, parsed: Mapping[str, str], changed: Iterable[str]) -> None:
-        """After a partial parse: expect what it saw, and the changed files it did not read
-        (a deleted file, say) as they are now; keep the rest."""
-        for path in changed:
-            if path not in parsed:
-                self._expected[path] = _current_digest(path)
-                self._stats.pop(path, None)
-        for path, digest in parsed.items():
-            self._expected[path] = digest
-            self._stats.pop(path, None)
 
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
@@ -202,6 +211,11 @@ class Catalog:
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
+        # What the last parse read (its files and parser setup), to tell a layout that
+        # changed by itself from one whose sources changed; None after a failed parse.
+        self._inputs: dict[str, tuple | None] = {n: None for n in config.clusters}
+        # When each cluster was last parsed or queued for parsing (time.monotonic).
+        self._parsed_at = {n: 0.0 for n in config.clusters}
         self._versions: cachetools.LRUCache[tuple[str, str], Version] = cachetools.LRUCache(4096)
         self._versions_lock = threading.Lock()
         self._subscribers: list[Subscription] = []
@@ -311,7 +325,7 @@ class Catalog:
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.config.poll_interval_seconds):
-            for name in self.config.clusters:
+            for name, cluster in self.config.clusters.items():
                 if self._stop.is_set():
                     return
                 lock = self._cluster_locks[name]
@@ -319,69 +333,90 @@ class Catalog:
                     continue  # a load is under way; it resets the watch when done
                 with lock:
                     changed = self._watches[name].changed()
+                now = time.monotonic()
                 if changed:
                     log.info("cluster %s: %s changed; re-parsing", name, changed[0])
-                    try:
-                        future = self._loader.submit(self._load, name, time.monotonic(),
-                                                     tuple(changed))
-                    except RuntimeError:  # stop() shut the loader down meanwhile
-                        return
-                    future.add_done_callback(_log_failure)
+                elif not (cluster.reparse_interval_seconds and now - self._parsed_at[name]
+                          >= cluster.reparse_interval_seconds):
+                    continue
+                self._parsed_at[name] = now
+                try:
+                    future = self._loader.submit(self._load, name, now if changed else None)
+                except RuntimeError:  # stop() shut the loader down meanwhile
+                    return
+                future.add_done_callback(_log_failure)
 
-    def _load(self, name: str, change_seen_at: float | None = None,
-              changed: tuple[str, ...] = ()) -> ReloadOutcome | None:
+    def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
         with self._cluster_locks[name]:
             if self._stop.is_set():
                 return None
+            started = time.monotonic()
             wall_started = time.time()
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
-            scope = _partial_scope(cluster, previous, changed)
+            setup = None
+            before = self._watches[name].signatures()
             try:
+                # Always the whole cluster, in a fresh worker: a module may change any other
+                # workflow (by patching the shims, say), so only a full parse of the current
+                # sources is sure to serve what they define.
                 setup = cluster.parser_setup()
-                result = self._parse(cluster, setup, scope)
-                if result.partial and not _partial_fits(previous, result):
-                    result = self._parse(cluster, setup, ())
+                result = self.sandbox.parse(cluster.name, cluster.repo, setup.parser,
+                                            setup.parser_params, setup.default_email,
+                                            python2_definitions=cluster.python2_definitions,
+                                            stub_modules=cluster.stub_modules)
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
             except SandboxClosed:
                 return None
             result, versions = _servable(result)
-            snapshot, changes = self._merge(previous, result, wall_started, versions)
+            # Until a load succeeds, a workflow that fails has its last good version in the
+            # history: what the cluster served before the restart.
+            restored = self._restored(name) if previous.state is LoadState.LOADING \
+                and result.errors else {}
+            inputs = (frozenset(result.files), setup) if result.files and not any(
+                not error.workflow for error in result.errors) else None
+            same_inputs = inputs is not None and inputs == self._inputs[name]
+            self._inputs[name] = inputs
+            snapshot, changes = self._merge(previous, result, wall_started, versions, restored,
+                                            same_inputs)
             new_versions = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
+            served = _served(snapshot)
             with self._versions_lock:
                 for entry in snapshot.entries.values():
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             self._snapshots[name] = snapshot
-            self._reset_watch(cluster, result, extra_watch, changed)
+            self._reset_watch(cluster, result, extra_watch, before)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
-            self.metrics.record_load(snapshot, result)
+            self.metrics.record_load(snapshot, result, changes)
+            self._parsed_at[name] = time.monotonic()
+        _log_load(previous, snapshot, changes, time.monotonic() - started)
         self._publish(changes)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
-        self.history.save(name, list(new_versions.items()))
+        self.history.save(name, list(new_versions.items()),
+                          served if served != _served(previous) or self.history.error
+                          else None)
         self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
 
-    def _parse(self, cluster: ClusterConfig, setup, scope: tuple[str, ...]) -> model.ParseResult:
-        return self.sandbox.parse(cluster.name, cluster.repo, setup.parser, setup.parser_params,
-                                  setup.default_email,
-                                  python2_definitions=cluster.python2_definitions,
-                                  stub_modules=cluster.stub_modules)
+    def _restored(self, cluster: str) -> dict[str, Version]:
+        """The versions the history says this cluster served last, by workflow name."""
+        restored = {}
+        for fingerprint, workflow in self.history.served(cluster).items():
+            version = _version(workflow)
+            if version.fingerprint == fingerprint:  # else saved by an incompatible release
+                restored[workflow.name] = version
+        return restored
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
-                     extra: list[str], changed: tuple[str, ...]) -> None:
+                     extra: list[str], before: Mapping[str, tuple | None]) -> None:
         root = cluster.repo
         parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
-        if result.partial and not result.errors:
-            # The files of the workflows not re-read are still what the last parse saw.
-            self._watches[cluster.name].update(parsed, changed)
-            self._last_good_files[cluster.name].update(parsed)
-            return
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         # Files of the last good parse are watched too: a broken parse may have read
@@ -394,25 +429,39 @@ class Catalog:
             folders = {os.path.dirname(path.rstrip(os.sep)) for path in parsed}
             folders.add(root.rstrip(os.sep))
             also.extend(folder + os.sep for folder in sorted(folders))
-        self._watches[cluster.name].reset(parsed, also)
+        if result.errors and not parsed:
+            # The parse reports nothing it read (the worker crashed or timed out): the fix
+            # may land in any file, so watch the whole repo until a parse reads something.
+            also.extend(_repo_tree(root, cluster.name))
+        self._watches[cluster.name].reset(parsed, also, before)
 
     def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
                wall_started: float, versions: Mapping[str, Version] | None = None,
+               restored: Mapping[str, Version] | None = None, same_inputs: bool = False,
                ) -> tuple[ClusterSnapshot, list[Change]]:
+        """The snapshot a parse gives; a workflow that fails keeps its last good version:
+        the one ``previous`` serves, else the one ``restored`` from the history.
+
+        ``same_inputs``: the parse read the same files with the same contents, and the same
+        parser setup, as the one before. Then a workflow whose layout changed is dynamic
+        (its definition depends on the clock, randomness or outside data), and one whose
+        layout did not change is no longer. Otherwise the flag stays as it was.
+        """
+        restored = restored or {}
         name = previous.name
         entries: dict[str, Entry] = {}
-        if result.partial:
-            rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
-            entries = {workflow: previous.entries[workflow] for workflow in result.names
-                       if workflow not in rebuilt and workflow in previous.entries}
         for workflow in result.workflows:
             old = previous.entries.get(workflow.name)
             version = versions[workflow.name] if versions else _version(workflow)
-            if old is not None and old.version is not None and \
-                    old.version.fingerprint == version.fingerprint and old.status is Status.OK:
-                entries[workflow.name] = old  # unchanged: keep its ready-made answers
+            was_ok = old is not None and old.version is not None and old.status is Status.OK
+            if was_ok and old.version.fingerprint == version.fingerprint:
+                # Unchanged: keep its ready-made answers, unless a re-parse of the same
+                # files just showed that its layout is stable again.
+                entries[workflow.name] = old if not (same_inputs and old.dynamic) \
+                    else Entry(workflow.name, Status.OK, version, ())
             else:
-                entries[workflow.name] = Entry(workflow.name, Status.OK, version, ())
+                dynamic = (was_ok and same_inputs) or (old is not None and old.dynamic)
+                entries[workflow.name] = Entry(workflow.name, Status.OK, version, (), dynamic)
         by_workflow: dict[str, list[model.WorkflowError]] = {}
         cluster_errors = []
         for error in result.errors:
@@ -421,12 +470,13 @@ class Catalog:
             else:
                 cluster_errors.append(error)
         for workflow_name, errors in by_workflow.items():
-            entries[workflow_name] = _failed_entry(previous, workflow_name, tuple(errors))
+            entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
+                                                   tuple(errors))
         if cluster_errors:
             # The parse as a whole failed: keep every workflow it could not see.
-            for workflow_name in previous.entries:
+            for workflow_name in [*previous.entries, *restored]:
                 if workflow_name not in entries:
-                    entries[workflow_name] = _failed_entry(previous, workflow_name,
+                    entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
                                                            tuple(cluster_errors))
         succeeded = bool(result.workflows) or not cluster_errors
         if not succeeded and (previous.state is LoadState.FAILED
@@ -449,28 +499,91 @@ class Catalog:
             load_duration=result.duration_seconds,
             last_success=(wall_started if not any(e.errors for e in entries.values())
                           and not cluster_errors else previous.last_success),
-            files_watched=len(result.files) if not result.partial else previous.files_watched,
+            files_watched=len(result.files),
             job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
         )
-        return snapshot, _changes(previous, snapshot, wall_started)
+        return snapshot, _changes(previous, snapshot, wall_started, same_inputs)
 
 
-def _partial_scope(cluster: ClusterConfig, previous: ClusterSnapshot,
-                   changed: tuple[str, ...]) -> tuple[str, ...]:
-    """The changed files, repo-relative, when a partial parse may do; else () for a full one
-    (the first load, a changed Pinball YAML, a file outside the repo, a broken cluster)."""
-    root = cluster.repo.rstrip(os.sep) + os.sep
-    if not changed or previous.state is not LoadState.READY or previous.cluster_errors:
-        return ()
-    if any(not path.startswith(root) for path in changed):
-        return ()
-    return tuple(sorted(path[len(root):] for path in changed))
+# Watching a whole repo is the fallback after a parse that read nothing: bounded, since
+# the poller stats every watched path at each poll.
+_MAX_TREE_WATCH = 20_000
 
 
-def _partial_fits(previous: ClusterSnapshot, result: model.ParseResult) -> bool:
-    """Whether the workflows a partial parse did not rebuild are all known already."""
-    rebuilt = {w.name for w in result.workflows} | {e.workflow for e in result.errors}
-    return all(name in rebuilt or name in previous.entries for name in result.names)
+def _repo_tree(root: str, cluster: str) -> list[str]:
+    """The repo's visible folders (as listings, ending in a separator) and regular files,
+    at most _MAX_TREE_WATCH of them."""
+    found: list[str] = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and name != "__pycache__")
+        found.append(folder.rstrip(os.sep) + os.sep)
+        found.extend(path for path in (os.path.join(folder, name) for name in sorted(files)
+                                       if not name.startswith("."))
+                     if os.path.isfile(path))
+        if len(found) >= _MAX_TREE_WATCH:
+            log.warning("cluster %s: the repo %s has more than %d files and folders; after "
+                        "this failed parse only the first %d are watched (a fix elsewhere "
+                        "needs a Reload)", cluster, root, _MAX_TREE_WATCH, _MAX_TREE_WATCH)
+            return found[:_MAX_TREE_WATCH]
+    return found
+
+
+def _log_load(previous: ClusterSnapshot, snapshot: ClusterSnapshot, changes: list[Change],
+              seconds: float) -> None:
+    """What an operator needs from a load: a summary, and what broke, recovered or turned
+    out to be dynamic (each once, when it happens)."""
+    name = _printable(snapshot.name)
+    if snapshot.cluster_errors != previous.cluster_errors:
+        for error in snapshot.cluster_errors:
+            log.warning("cluster %s: the parse failed: %s", name, _described(error))
+        if previous.cluster_errors and not snapshot.cluster_errors:
+            log.info("cluster %s: the parse succeeds again", name)
+    event = pb.WorkflowEvent
+    for change in changes:
+        new, old = snapshot.entries.get(change.workflow), previous.entries.get(change.workflow)
+        workflow = _printable(change.workflow)
+        if change.type == event.TYPE_BROKEN and new is not None:
+            served = (f"its last good version {change.new_fingerprint[:12]} is served"
+                      if new.status is Status.STALE else "it has no good version to serve")
+            more = f" (and {len(new.errors) - 1} more errors)" if len(new.errors) > 1 else ""
+            log.warning("cluster %s: workflow %s is %s (%s): %s%s", name, workflow,
+                        new.status.name, served, _described(new.errors[0]), more)
+        elif change.type == event.TYPE_DYNAMIC and old is not None and not old.dynamic:
+            log.warning("cluster %s: workflow %s has a dynamic layout: it changed (%s -> %s) "
+                        "although no file its parse read changed (does it depend on the clock, "
+                        "randomness or outside data?); the newest is served", name, workflow,
+                        change.old_fingerprint[:12], change.new_fingerprint[:12])
+        elif change.type == event.TYPE_DYNAMIC:
+            log.info("cluster %s: dynamic workflow %s changed again (%s -> %s)", name, workflow,
+                     change.old_fingerprint[:12], change.new_fingerprint[:12])
+        elif change.type == event.TYPE_CHANGED and old is not None and new is not None:
+            if old.status is not Status.OK:
+                log.info("cluster %s: workflow %s recovered: OK, version %s", name, workflow,
+                         change.new_fingerprint[:12])
+            if old.dynamic and not new.dynamic:
+                log.info("cluster %s: workflow %s no longer looks dynamic: a re-parse of the "
+                         "same files gave the same layout", name, workflow)
+    log.info("cluster %s: loaded in %.2f s: %d workflows (%d OK, %d stale, %d broken, "
+             "%d dynamic)", name, seconds, len(snapshot.entries), snapshot.count(Status.OK),
+             snapshot.count(Status.STALE), snapshot.count(Status.BROKEN), snapshot.dynamic_count)
+
+
+def _described(error: model.WorkflowError) -> str:
+    """``kind at file:line: message``, with control characters escaped (definition code
+    chooses the message)."""
+    where = f" at {error.file}:{error.line}" if error.file and error.line else (
+        f" at {error.file}" if error.file else "")
+    return _printable(f"{error.kind.value}{where}: {error.message}")
+
+
+# C0 and C1 control characters and DEL, written as escapes: a log line stays one line and
+# cannot drive the operator's terminal.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+
+
+def _printable(text: str) -> str:
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def _log_failure(future) -> None:
@@ -532,11 +645,17 @@ def _servable(result: model.ParseResult) -> tuple[model.ParseResult, dict[str, V
     return dataclasses.replace(result, workflows=workflows, errors=errors), versions
 
 
-def _failed_entry(previous: ClusterSnapshot, name: str,
+def _failed_entry(previous: ClusterSnapshot, restored: Mapping[str, Version], name: str,
                   errors: tuple[model.WorkflowError, ...]) -> Entry:
     old = previous.entries.get(name)
-    good = old.version if old is not None else None
-    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors)
+    good = old.version if old is not None else restored.get(name)
+    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors,
+                 old is not None and old.dynamic)
+
+
+def _served(snapshot: ClusterSnapshot) -> dict[str, str]:
+    return {name: entry.version.fingerprint for name, entry in snapshot.entries.items()
+            if entry.version is not None}
 
 
 def _new_versions(previous: ClusterSnapshot, snapshot: ClusterSnapshot) -> list[Version]:
@@ -549,7 +668,8 @@ def _fingerprint(entry: Entry | None) -> str:
     return entry.version.fingerprint if entry is not None and entry.version else ""
 
 
-def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float) -> list[Change]:
+def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float,
+             same_inputs: bool) -> list[Change]:
     event = pb.WorkflowEvent
     changes = []
     for name in snapshot.names:
@@ -561,7 +681,10 @@ def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float) -
                                       new.errors, now))
         elif old is None:
             changes.append(Change(event.TYPE_ADDED, snapshot.name, name, "", new_fp, (), now))
-        elif old_fp != new_fp or old.status is not Status.OK:
+        elif old_fp != new_fp and same_inputs and old.status is Status.OK:
+            changes.append(Change(event.TYPE_DYNAMIC, snapshot.name, name, old_fp, new_fp, (),
+                                  now))
+        elif old_fp != new_fp or old.status is not Status.OK or old.dynamic != new.dynamic:
             changes.append(Change(event.TYPE_CHANGED, snapshot.name, name, old_fp, new_fp, (),
                                   now))
     for name in previous.names:

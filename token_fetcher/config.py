@@ -49,6 +49,9 @@ class ClusterConfig:
     parser: str = PYTHON_PARSER
     parser_params: dict[str, Any] = field(default_factory=dict)
     default_email: str = ""
+    # Re-parse this often even when no file changed, so that layouts computed from the
+    # clock or outside data stay fresh; 0 re-parses only on changes.
+    reparse_interval_seconds: float = 0.0
     # "auto": Python 2 definition modules are translated and loaded; "off": they fail.
     python2_definitions: str = "auto"
     # Third-party modules that definitions import and a parse never needs: inert stubs.
@@ -191,6 +194,10 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
         parser = reader.take("parser", str, "")
         params = reader.take("parser_params", dict, None)
         default_email = reader.take("default_email", str, "")
+        reparse_interval = reader.take("reparse_interval_seconds", (int, float), None)
+        if reparse_interval is not None and reparse_interval <= 0:
+            reader.fail(f"reparse_interval_seconds must be positive, got {reparse_interval!r} "
+                        "(leave it out to re-parse only when files change)")
         if pinball_config and (parser or params is not None or default_email):
             reader.fail("give either pinball_config or parser/parser_params/default_email, "
                         "not both")
@@ -208,6 +215,7 @@ def parse_config(data: Any, base: Path, source: str = "config") -> ServerConfig:
                                        parser=parser or PYTHON_PARSER,
                                        parser_params=params or {},
                                        default_email=default_email,
+                                       reparse_interval_seconds=float(reparse_interval or 0),
                                        python2_definitions=python2,
                                        stub_modules=stub_modules)
 

@@ -6,9 +6,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from token_fetcher._proto.token_fetcher_pb2 import WorkflowEvent
+
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from legacy_parser.model import ParseResult
-    from token_fetcher.catalog import ClusterSnapshot
+    from token_fetcher.catalog import Change, ClusterSnapshot
 
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -29,13 +33,19 @@ class ServerMetrics:
                                         "Time to parse a cluster in the sandbox", ["cluster"],
                                         buckets=_LOAD_BUCKETS, registry=r)
         self.parses = Counter("token_fetcher_parses_total",
-                              "Cluster parses: full, or partial (only the workflows defined in "
-                              "the changed files)", ["cluster", "scope"], registry=r)
+                              "Cluster parses (each a full parse in a fresh worker)",
+                              ["cluster"], registry=r)
         self.parse_errors = Counter("token_fetcher_parse_errors_total",
                                     "Errors found by parses, by kind", ["cluster", "kind"],
                                     registry=r)
         self.workflows = Gauge("token_fetcher_workflows", "Workflows served, by parse status",
                                ["cluster", "status"], registry=r)
+        self.dynamic_workflows = Gauge("token_fetcher_dynamic_workflows",
+                                       "Workflows whose layout changed between parses of the "
+                                       "same files", ["cluster"], registry=r)
+        self.dynamic_changes = Counter("token_fetcher_dynamic_layout_changes_total",
+                                       "Layout changes with no change to the files the parse "
+                                       "read", ["cluster"], registry=r)
         self.last_success = Gauge("token_fetcher_last_successful_load_timestamp_seconds",
                                   "When a parse of the cluster last had no errors", ["cluster"],
                                   registry=r)
@@ -55,16 +65,20 @@ class ServerMetrics:
                                     "one this host cannot give (sandbox.isolation: best_effort)",
                                     ["layer"], registry=r)
 
-    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult) -> None:
+    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult,
+                    changes: Iterable[Change]) -> None:
         from token_fetcher.catalog import Status
 
         name = snapshot.name
         self.parse_duration.labels(name).observe(result.duration_seconds)
-        self.parses.labels(name, "partial" if result.partial else "full").inc()
+        self.parses.labels(name).inc()
         for error in result.errors:
             self.parse_errors.labels(name, error.kind.value).inc()
         for status in Status:
             self.workflows.labels(name, status.name.lower()).set(snapshot.count(status))
+        self.dynamic_workflows.labels(name).set(snapshot.dynamic_count)
+        self.dynamic_changes.labels(name).inc(
+            sum(1 for change in changes if change.type == WorkflowEvent.TYPE_DYNAMIC))
         if snapshot.last_success is not None:
             self.last_success.labels(name).set(snapshot.last_success)
         self.snapshot_bytes.labels(name).set(sum(

@@ -216,7 +216,8 @@ class TokenFetcherService:
             entry = snapshot.entries[name]
             summary = response.workflows.add(name=name, status=entry.status.value,
                                               errors=[convert.parse_error(e)
-                                                      for e in entry.errors])
+                                                      for e in entry.errors],
+                                              dynamic=entry.dynamic)
             if entry.version is not None:
                 summary.fingerprint = entry.version.fingerprint
                 summary.job_count = len(entry.version.workflow.jobs)
@@ -229,9 +230,11 @@ class TokenFetcherService:
         version, entry, status = self._resolve(request.cluster, request.workflow,
                                                request.fingerprint)
         errors = [convert.parse_error(e) for e in entry.errors] if entry is not None else []
+        dynamic = entry is not None and entry.dynamic
         if request.if_none_match and request.if_none_match == version.fingerprint:
             return pb.GetWorkflowSpecResponse(not_modified=True, fingerprint=version.fingerprint,
-                                              status=status.value, errors=errors)
+                                              status=status.value, errors=errors,
+                                              dynamic=dynamic)
         now = int(self.clock())
         if entry is None:
             return pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
@@ -242,7 +245,7 @@ class TokenFetcherService:
         if cached is not None and cached[0] is spec:
             return cached[1]
         answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint, spec=spec,
-                                            status=status.value, errors=errors)
+                                            status=status.value, errors=errors, dynamic=dynamic)
         data = answer.SerializeToString()
         entry.responses["spec_response"] = (spec, data)
         return data
@@ -310,6 +313,7 @@ class TokenFetcherService:
         response = pb.ResolveMigrationResponse(
             fingerprint=version.fingerprint, status=status.value,
             errors=[convert.parse_error(e) for e in entry.errors] if entry else [],
+            dynamic=entry is not None and entry.dynamic,
             handover=pb.Handover(migration_date=convert.timestamp(migration_epoch),
                                  first_new_run=convert.timestamp(runs.first_new_run)))
         if runs.last_legacy_run is not None:
@@ -384,6 +388,7 @@ class TokenFetcherService:
             raise Failure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         counts = {kind: 0 for kind in ("added", "changed", "removed", "broken")}
         names = {pb.WorkflowEvent.TYPE_ADDED: "added", pb.WorkflowEvent.TYPE_CHANGED: "changed",
+                 pb.WorkflowEvent.TYPE_DYNAMIC: "changed",
                  pb.WorkflowEvent.TYPE_REMOVED: "removed", pb.WorkflowEvent.TYPE_BROKEN: "broken"}
         for change in outcome.changes:
             counts[names[change.type]] += 1
@@ -405,6 +410,7 @@ class TokenFetcherService:
             name=snapshot.name, state=snapshot.state.value, format=snapshot.format,
             workflow_count=len(snapshot.entries), ok_count=snapshot.count(Status.OK),
             stale_count=snapshot.count(Status.STALE), broken_count=snapshot.count(Status.BROKEN),
+            dynamic_count=snapshot.dynamic_count,
             job_count=snapshot.job_count, last_load_duration_seconds=snapshot.load_duration,
             errors=[convert.parse_error(e) for e in snapshot.errors],
             files_watched=snapshot.files_watched)
