@@ -29,7 +29,8 @@ DOCS = ("README.md", "docs/client.md")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 # Development targets are not examples to run against a server: `make test` would run
 # this test inside itself, the others install Airflow, rewrite files or delete .venv.
-DEVELOPMENT_TARGETS = {"test", "test-airflow", "lint", "proto", "bench", "clean", "docker"}
+DEVELOPMENT_TARGETS = {"test", "test-airflow", "test-browser", "lint", "proto", "bench", "clean",
+                       "docker"}
 SECOND_TERMINAL = ". .venv/bin/activate\n"  # what the README asks of the second terminal
 
 
@@ -158,8 +159,8 @@ def test_the_docs_run_as_written(tmp_path):
                 checkout.run_python("\n".join(python))
         assert server is not None, "README.md never starts the server"
         assert [commands(text) for text in skipped] == [[
-            "make test", "make test-airflow", "make lint", "make proto", "make bench",
-            "make clean"]], "only the README's Development block is not run"
+            "make test", "make test-airflow", "make test-browser", "make lint", "make proto",
+            "make bench", "make clean"]], "only the README's Development block is not run"
         assert (checkout.folder / "migrations" / "example_python" /
                 "daily_reporting.json").is_file()
     finally:
