@@ -25,13 +25,13 @@ import cachetools
 
 from legacy_parser import model
 from legacy_parser.cluster import JSON_PARSER
-from legacy_parser.digests import file_digest, folder_listing
 from legacy_parser.sandbox import Sandbox, SandboxClosed
 from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ClusterConfig, ConfigError, ServerConfig
 from token_fetcher.history import VersionHistory
 from token_fetcher.metrics import ServerMetrics
+from token_fetcher.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -124,79 +124,6 @@ class Subscription:
             self.overflowed = True
 
 
-class FileWatch:
-    """The files a cluster's parse depends on, and the content each had when parsed."""
-
-    def __init__(self) -> None:
-        self._expected: dict[str, str | None] = {}
-        self._stats: dict[str, tuple | None] = {}
-
-    def __len__(self) -> int:
-        return len(self._expected)
-
-    def signatures(self) -> dict[str, tuple | None]:
-        """The stat signature of every watched path, now."""
-        return {path: _stat_signature(path) for path in self._expected}
-
-    def reset(self, parsed: Mapping[str, str], also: Iterable[str],
-              before: Mapping[str, tuple | None] | None = None) -> None:
-        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now.
-
-        ``before`` holds the signatures taken just before the parse: a path that changed
-        since may have been read before the change and hashed after it (or, like the
-        Pinball YAML, read before the parse and hashed now), so it is expected as nothing,
-        and the next poll re-parses.
-        """
-        expected = dict(parsed)
-        for path in also:
-            if path not in expected:
-                expected[path] = _current_digest(path)
-        for path, signature in (before or {}).items():
-            if path in expected and _stat_signature(path) != signature:
-                expected[path] = ""
-        self._expected = expected
-        self._stats = {}
-
-    def changed(self) -> list[str]:
-        """Paths whose content differs from what the last parse saw."""
-        changed = []
-        now_ns = time.time_ns()
-        for path, digest in self._expected.items():
-            signature = _stat_signature(path)
-            if path in self._stats and self._stats[path] == signature:
-                continue
-            # A file modified within the file system's timestamp granularity can be
-            # rewritten, same size, without its signature changing ("racy" stat): trust
-            # a signature only once it is older than that, until then re-hash each poll.
-            racy = signature is not None and now_ns - signature[0] < _RACY_STAT_NS
-            self._stats[path] = None if racy else signature
-            if _current_digest(path) != digest:
-                changed.append(path)
-                self._stats[path] = signature  # the re-parse this starts resets the watch
-        return changed
-
-
-# Coarser than the timestamps of common file systems (ext4 ticks, 1 s on some network ones).
-_RACY_STAT_NS = 2_000_000_000
-
-
-def _stat_signature(path: str) -> tuple | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_mode)
-
-
-def _current_digest(path: str) -> str | None:
-    try:
-        if path.endswith(os.sep):
-            return folder_listing(path)[1]
-        return file_digest(path)
-    except OSError:
-        return None
-
-
 class Catalog:
     def __init__(self, config: ServerConfig, sandbox: Sandbox, history: VersionHistory,
                  metrics: ServerMetrics) -> None:
@@ -261,6 +188,9 @@ class Catalog:
         self._loader.shutdown(wait=True, cancel_futures=True)
         if self._poller is not None:
             self._poller.join(timeout=10)
+        for name, watch in self._watches.items():
+            with self._cluster_locks[name]:  # not while a poll that timed out reads it
+                watch.close()
         with self._subscribers_lock:
             for subscriber in self._subscribers:
                 subscriber.offer(None)

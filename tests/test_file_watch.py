@@ -1,0 +1,168 @@
+"""The catalog's file watch on real files: file-system notifications where the platform has
+them, polling as the fallback; both must report every change a fresh parse would see."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from legacy_parser.digests import file_digest, folder_listing
+from tests.conftest import wait_for
+from token_fetcher.watch import FileWatch
+
+MODES = [pytest.param(True, id="notify"), pytest.param(False, id="poll")]
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
+
+
+def listing(folder: Path) -> str:
+    return str(folder) + os.sep
+
+
+def digest(path: str) -> str:
+    return folder_listing(path)[1] if path.endswith(os.sep) else file_digest(path)
+
+
+def repo(root: Path, content: str = "v1") -> list[str]:
+    """A JSON-style repo; its files and listings, as a parse of it records them."""
+    job = root / "workflow" / "wf" / "job"
+    job.mkdir(parents=True)
+    (root / "workflow" / "wf" / "schedule").write_text(f"schedule {content}\n")
+    (job / "extract").write_text(f"extract {content}\n")
+    (job / "load").write_text(f"load {content}\n")
+    return [listing(root), listing(root / "workflow"), listing(root / "workflow" / "wf"),
+            listing(job), str(root / "workflow" / "wf" / "schedule"), str(job / "extract"),
+            str(job / "load")]
+
+
+def watching(paths: list[str], notify: bool) -> FileWatch:
+    watch = FileWatch(notify=notify)
+    watch.reset({path: digest(path) for path in paths}, [])
+    assert watch.changed() == []  # the first poll confirms what the parse read
+    return watch
+
+
+def changes(watch: FileWatch) -> list[str]:
+    return wait_for(watch.changed, timeout=10, message="the watch to report a change")
+
+
+@pytest.fixture(params=MODES)
+def notify(request) -> bool:
+    if request.param and sys.platform != "linux":
+        pytest.skip("inotify is Linux's")
+    return request.param
+
+
+def test_an_edit_in_place_is_reported_once(tmp_path, notify):
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2 with more\n")
+    assert changes(watch) == [str(job)]
+    assert watch.changed() == []  # the re-parse this starts resets the watch
+    watch.close()
+
+
+def test_an_atomic_replace_a_new_file_and_a_deletion_are_reported(tmp_path, notify):
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    job_folder = tmp_path / "workflow" / "wf" / "job"
+    (job_folder / "load.tmp").write_text("load v2\n")
+    os.replace(job_folder / "load.tmp", job_folder / "load")  # how editors and git write
+    assert changes(watch) == [str(job_folder / "load")]
+
+    (job_folder / "transform").write_text("transform\n")
+    assert changes(watch) == [listing(job_folder)]
+
+    watch.reset({path: digest(path) for path in paths}, [])
+    watch.changed()
+    (tmp_path / "workflow" / "wf" / "schedule").unlink()
+    assert sorted(changes(watch)) == [listing(tmp_path / "workflow" / "wf"),
+                                      str(tmp_path / "workflow" / "wf" / "schedule")]
+    watch.close()
+
+
+def test_a_folder_renamed_away_and_replaced_is_reported(tmp_path, notify):
+    """The files' paths now name other files: each must be compared again."""
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    os.rename(tmp_path / "workflow", tmp_path / "old")
+    repo(tmp_path, content="v2")
+    reported = set(wait_for(watch.changed, timeout=10))
+    assert str(tmp_path / "workflow" / "wf" / "job" / "extract") in reported
+    assert listing(tmp_path) in reported  # "old" appeared beside "workflow"
+    watch.close()
+
+
+def test_a_repo_behind_a_swapped_symbolic_link_is_reported(tmp_path, notify):
+    """A deploy that points a link at a new release changes every file behind it."""
+    repo(tmp_path / "release-1", content="v1")
+    repo(tmp_path / "release-2", content="v2")
+    root = tmp_path / "repo"
+    root.symlink_to(tmp_path / "release-1")
+    watch = watching(repo_paths(root), notify)
+    (tmp_path / "next").symlink_to(tmp_path / "release-2")
+    os.replace(tmp_path / "next", root)
+    reported = set(changes(watch))
+    assert str(root / "workflow" / "wf" / "job" / "extract") in reported
+    watch.close()
+
+
+def repo_paths(root: Path) -> list[str]:
+    job = root / "workflow" / "wf" / "job"
+    return [listing(root), listing(root / "workflow"), listing(job), str(job / "extract")]
+
+
+def test_a_linked_file_whose_target_changes_is_reported(tmp_path, notify):
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "templates.py"
+    target.write_text("A = 1\n")
+    (tmp_path / "repo").mkdir()
+    link = tmp_path / "repo" / "templates.py"
+    link.symlink_to(target)
+    watch = watching([str(link), listing(tmp_path / "repo")], notify)
+    target.write_text("A = 22\n")
+    assert changes(watch) == [str(link)]
+    watch.close()
+
+
+def test_a_missing_folder_is_reported_when_it_appears(tmp_path, notify):
+    """After a parse that read nothing (the repo folder vanished), the last good parse's
+    files are watched as they are now, missing: their return must start a retry."""
+    paths = repo(tmp_path / "repo")
+    os.rename(tmp_path / "repo", tmp_path / "gone")
+    watch = FileWatch(notify=notify)
+    watch.reset({}, paths)
+    assert watch.changed() == []
+    os.rename(tmp_path / "gone", tmp_path / "repo")
+    assert set(changes(watch)) == set(paths)
+    watch.close()
+
+
+@linux_only
+def test_notifications_see_an_edit_that_keeps_every_stat_field(tmp_path):
+    """A same-size rewrite whose timestamp is set back is invisible to stat polling
+    once the old signature is trusted; an inotify event still names the file."""
+    path = tmp_path / "workflows.py"
+    path.write_text("PRIORITY = 30\n")
+    old = path.stat().st_mtime_ns - 60_000_000_000  # past the racy window
+    os.utime(path, ns=(old, old))
+    watch = watching([str(path)], notify=True)
+    assert watch.notified == 1
+    with open(path, "r+") as handle:  # same inode, same size
+        handle.write("PRIORITY = 31\n")
+    os.utime(path, ns=(old, old))
+    assert changes(watch) == [str(path)]
+    watch.close()
+
+
+@linux_only
+def test_only_links_are_polled_when_notifications_are_available(tmp_path):
+    paths = repo(tmp_path / "repo")
+    (tmp_path / "repo" / "linked").symlink_to(tmp_path / "repo" / "workflow" / "wf" / "schedule")
+    watch = watching([*paths, str(tmp_path / "repo" / "linked")], notify=True)
+    assert watch.notified == len(paths)
+    assert len(watch) == len(paths) + 1
+    watch.close()

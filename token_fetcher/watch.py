@@ -1,0 +1,342 @@
+"""The catalog's file watch: which of the files a parse read have changed since.
+
+Where the platform has file-system notifications (Linux inotify, through
+``inotify_simple``) and a folder is on a local file system, the watch subscribes to the
+folders that hold the watched paths, and a poll re-hashes only the paths an event named:
+its cost no longer grows with the number of files. Everything else is polled: every
+watched path's stat signature is compared at every poll, and a path whose signature
+changed is re-hashed. A path is polled when notifications cannot see it: a symbolic link
+(its target changes elsewhere), a folder on a network or user-space file system (another
+machine's writes raise no event), or a folder the kernel refused to watch (the
+``fs.inotify.max_user_watches`` limit).
+
+Either way a change is confirmed by comparing content digests, so the catalog re-parses
+exactly when a file differs from what the last parse read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from legacy_parser.digests import file_digest, folder_listing
+
+log = logging.getLogger(__name__)
+
+try:
+    import inotify_simple
+except ImportError:  # not Linux: polling only
+    inotify_simple = None
+
+
+class FileWatch:
+    """The files a cluster's parse depends on, and the content each had when parsed.
+
+    A path ending in a separator stands for that folder's listing. ``notify=False``
+    polls every path, as on a platform without notifications.
+    """
+
+    def __init__(self, notify: bool = True) -> None:
+        self._expected: dict[str, str | None] = {}
+        self._stats: dict[str, tuple | None] = {}
+        self._notifier = _Notifier.open() if notify else None
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+    @property
+    def notified(self) -> int:
+        """How many watched paths rely on notifications rather than polling."""
+        return 0 if self._notifier is None else len(self._expected) - len(self._polled)
+
+    @property
+    def _polled(self) -> Iterable[str]:
+        return self._expected if self._notifier is None else self._notifier.polled
+
+    def signatures(self) -> dict[str, tuple | None]:
+        """The stat signature of every watched path, now."""
+        return {path: _stat_signature(path) for path in self._expected}
+
+    def reset(self, parsed: Mapping[str, str], also: Iterable[str],
+              before: Mapping[str, tuple | None] | None = None) -> None:
+        """Expect ``parsed`` (path -> sha the parse saw); track ``also`` as it is now.
+
+        ``before`` holds the signatures taken just before the parse: a path that changed
+        since may have been read before the change and hashed after it (or, like the
+        Pinball YAML, read before the parse and hashed now), so it is expected as nothing,
+        and the next poll re-parses.
+        """
+        expected = dict(parsed)
+        for path in also:
+            if path not in expected:
+                expected[path] = _current_digest(path)
+        suspect = [path for path, signature in (before or {}).items()
+                   if path in expected and _stat_signature(path) != signature]
+        for path in suspect:
+            expected[path] = ""
+        self._expected = expected
+        self._stats = {}
+        if self._notifier is not None:
+            self._notifier.track(expected)
+            self._notifier.mark(suspect)
+
+    def changed(self) -> list[str]:
+        """Paths whose content differs from what the last parse saw."""
+        changed = []
+        now_ns = time.time_ns()
+        for path in self._polled:
+            signature = _stat_signature(path)
+            if path in self._stats and self._stats[path] == signature:
+                continue
+            # A file modified within the file system's timestamp granularity can be
+            # rewritten, same size, without its signature changing ("racy" stat): trust
+            # a signature only once it is older than that, until then re-hash each poll.
+            if signature is not None and now_ns - signature[0] < _RACY_STAT_NS:
+                self._stats.pop(path, None)  # racy: not trusted (nor taken for missing)
+            else:
+                self._stats[path] = signature
+            if _current_digest(path) != self._expected[path]:
+                changed.append(path)
+                self._stats[path] = signature  # the re-parse this starts resets the watch
+        if self._notifier is not None:
+            polled = self._notifier.polled
+            changed.extend(path for path in sorted(self._notifier.pending())
+                           if path in self._expected and path not in polled
+                           and _current_digest(path) != self._expected[path])
+        return changed
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+
+
+# Coarser than the timestamps of common file systems (ext4 ticks, 1 s on some network ones).
+_RACY_STAT_NS = 2_000_000_000
+
+
+def _stat_signature(path: str) -> tuple | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_mode)
+
+
+def _current_digest(path: str) -> str | None:
+    try:
+        if path.endswith(os.sep):
+            return folder_listing(path)[1]
+        return file_digest(path)
+    except OSError:
+        return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+# File systems whose changes all pass through this kernel, so inotify sees every one.
+# Others (nfs, cifs, fuse, 9p, ...) are polled.
+_LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs",
+                                 "tmpfs", "ramfs", "overlay", "bcachefs", "jfs", "reiserfs"})
+
+
+def _mount_types() -> list[tuple[str, str]]:
+    """(mount point, file system type), the longest mount points first."""
+    mounts = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split()
+                separator = fields.index("-")
+                # Spaces and the like in a mount point are escaped as octal (\040).
+                point = fields[4].encode("latin-1", "surrogateescape") \
+                    .decode("unicode_escape")
+                mounts.append((point, fields[separator + 1]))
+    except (OSError, ValueError, IndexError):
+        return []
+    return sorted(mounts, key=lambda mount: len(mount[0]), reverse=True)
+
+
+def _file_system(path: str, mounts: list[tuple[str, str]]) -> str:
+    real = os.path.realpath(path)
+    for point, kind in mounts:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return kind
+    return ""
+
+
+@dataclass
+class _Folder:
+    paths: set[str] = field(default_factory=set)  # the watched paths it holds
+    children: set[str] = field(default_factory=set)  # tracked subfolders it covers
+    covered: bool = False  # its parent's events tell when its path starts naming another
+    wd: int | None = None
+    identity: tuple[int, int] | None = None  # (device, inode) its path named when watched
+
+
+class _Notifier:
+    """inotify watches on the folders that hold the watched paths.
+
+    A folder's events name the paths in it that changed. A folder can stop being the one
+    its path names (renamed, deleted, a symbolic link swapped): for a folder whose parent
+    is watched, the parent's events tell; the others ("roots", few) are compared by device
+    and inode at every poll. Either way the folder is watched anew and its paths and
+    those of the folders below it are re-hashed.
+    """
+
+    @classmethod
+    def open(cls) -> _Notifier | None:
+        if inotify_simple is None:
+            return None
+        try:
+            return cls(inotify_simple.INotify())
+        except OSError as error:  # fs.inotify.max_user_instances reached, say
+            log.warning("file-system notifications are unavailable (%s); polling instead",
+                        error)
+            return None
+
+    def __init__(self, inotify) -> None:
+        flags = inotify_simple.flags
+        self._mask = (flags.MODIFY | flags.ATTRIB | flags.CLOSE_WRITE | flags.CREATE
+                      | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.DELETE_SELF
+                      | flags.MOVE_SELF | flags.ONLYDIR)
+        self._entries = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO
+        self._self_gone = flags.DELETE_SELF | flags.MOVE_SELF | flags.IGNORED | flags.UNMOUNT
+        self._overflow = flags.Q_OVERFLOW
+        self._inotify = inotify
+        self._folders: dict[str, _Folder] = {}
+        self._by_wd: dict[int, set[str]] = {}
+        self._dirty: set[str] = set()
+        self.polled: set[str] = set()
+        self._refused_logged = False
+
+    def track(self, paths: Iterable[str]) -> None:
+        """Watch these paths (and only these) from now on."""
+        wanted: dict[str, set[str]] = {}
+        for path in paths:
+            wanted.setdefault(_folder_of(path), set()).add(path)
+        for name in [name for name in self._folders if name not in wanted]:
+            self._unwatch(name)
+            del self._folders[name]
+        mounts = _mount_types()
+        self.polled = set()
+        unwatched = []
+        for name, held in wanted.items():
+            folder = self._folders.get(name)
+            if folder is None:
+                if _file_system(name, mounts) not in _LOCAL_FILE_SYSTEMS:
+                    self.polled.update(held)
+                    continue
+                folder = self._folders[name] = _Folder()
+            if folder.wd is None:  # new, or missing or refused when last tried
+                unwatched.append(name)
+            folder.paths = held
+            # A symbolic link's target changes in another folder, unseen here.
+            self.polled.update(path for path in held
+                               if not path.endswith(os.sep) and os.path.islink(path))
+        for name, folder in self._folders.items():
+            parent = os.path.dirname(name)
+            folder.covered = parent in self._folders and not os.path.islink(name)
+            folder.children = set()
+        for name, folder in self._folders.items():
+            if folder.covered:
+                self._folders[os.path.dirname(name)].children.add(name)
+        # A folder watched only now may have changed since the parse read it.
+        for name in unwatched:
+            self._watch(name, below=False)
+
+    def mark(self, paths: Iterable[str]) -> None:
+        self._dirty.update(paths)
+
+    def pending(self) -> set[str]:
+        """The paths that may have changed since the last call."""
+        for event in self._inotify.read(timeout=0):
+            self._handle(event)
+        for name, folder in list(self._folders.items()):
+            if (not folder.covered or folder.wd is None) \
+                    and _identity(name) != folder.identity:
+                self._watch(name)
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def close(self) -> None:
+        self._inotify.close()
+
+    def _handle(self, event) -> None:
+        if event.mask & self._overflow:  # events were lost: trust nothing
+            for name, folder in list(self._folders.items()):
+                if not folder.covered:
+                    self._watch(name)
+            return
+        for name in list(self._by_wd.get(event.wd, ())):
+            folder = self._folders[name]
+            if event.mask & self._self_gone:
+                self._watch(name)
+                continue
+            if not event.name:  # the folder itself (its permissions, say)
+                self._dirty.update(folder.paths)
+                continue
+            path = os.path.join(name, event.name)
+            if path in folder.paths:
+                self._dirty.add(path)
+            if event.mask & self._entries:
+                listing = name + os.sep
+                if listing in folder.paths:
+                    self._dirty.add(listing)
+                if path in folder.children:
+                    self._watch(path)
+
+    def _watch(self, name: str, below: bool = True) -> None:
+        """Watch the folder ``name`` names now (and anew those below it): all their
+        paths may have changed."""
+        folder = self._folders[name]
+        self._unwatch(name)
+        self._dirty.update(folder.paths)
+        # The identity first: if the path changes between the two, the next check
+        # sees a difference and watches again.
+        folder.identity = _identity(name)
+        try:
+            folder.wd = self._inotify.add_watch(name, self._mask)
+        except OSError as error:
+            # Missing: checked at every poll until it appears. Else polled.
+            if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+                self._refused(name, error)
+        else:
+            self._by_wd.setdefault(folder.wd, set()).add(name)
+        if below:
+            for child in folder.children:
+                self._watch(child)
+
+    def _unwatch(self, name: str) -> None:
+        folder = self._folders[name]
+        if folder.wd is None:
+            return
+        sharing = self._by_wd.get(folder.wd, set())
+        sharing.discard(name)
+        if not sharing:  # two paths naming one folder share its watch
+            self._by_wd.pop(folder.wd, None)
+            with contextlib.suppress(OSError):  # the folder is gone, and its watch with it
+                self._inotify.rm_watch(folder.wd)
+        folder.wd = None
+
+    def _refused(self, name: str, error: OSError) -> None:
+        self.polled.update(self._folders[name].paths)
+        if not self._refused_logged:
+            self._refused_logged = True
+            log.warning("cannot watch the folder %s for changes (%s): its files are polled "
+                        "(if the kernel refused, raise fs.inotify.max_user_watches)",
+                        name, error)
+
+
+def _folder_of(path: str) -> str:
+    return path.rstrip(os.sep) if path.endswith(os.sep) else os.path.dirname(path)
