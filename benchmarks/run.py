@@ -2,7 +2,8 @@
 
     python -m benchmarks.run                 # the full run (3,000 workflows; ~10 minutes)
     python -m benchmarks.run --quick         # a small corpus, for iterating (~2 minutes)
-    python -m benchmarks.run --only cold,rpc # some sections (cold refresh rpc client scale airflow)
+    python -m benchmarks.run --only cold,rpc # some sections (cold refresh rpc client scale airflow
+                                             # watch)
 
 Every figure is measured against a baseline taken in the same run, and reported with
 the ratio and its target. See BENCHMARKS.md for what each figure means.
@@ -30,6 +31,7 @@ import grpc
 import psutil
 
 from benchmarks import corpus as corpus_mod
+from benchmarks import watch_cost
 from benchmarks.procs import (
     ROOT,
     RssSampler,
@@ -41,7 +43,7 @@ from benchmarks.procs import (
     run_python,
 )
 
-SECTIONS = ("cold", "refresh", "rpc", "client", "scale", "airflow")
+SECTIONS = ("cold", "refresh", "rpc", "client", "scale", "airflow", "watch")
 SERVICE = "/token_fetcher.v1.TokenFetcher/"
 RUN_EPOCH = 1704153600  # 2024-01-02T00:00:00Z: the run GetJobTokens renders
 MB = 1024 * 1024
@@ -738,6 +740,31 @@ def airflow_bench(results: Results, workdir: Path, server: ServerProcess, manife
 # --- 6. growth -------------------------------------------------------------------------------
 
 
+def watch_bench(results: Results, corpus: Path, manifest: dict) -> dict:
+    """Change detection over the JSON corpus's files: notifications against polling."""
+    outcome = watch_cost.compare(corpus)
+    poll, notify = outcome["poll"], outcome["notify"]
+    paths = f"{notify['paths']:,} files and folders"
+    results.figure("watch", "steady_poll", f"change detection, {paths}, CPU per 1 s poll "
+                   "(notifications)", notify["steady_poll_cpu_s"] * 1e3, "ms",
+                   baseline=poll["steady_poll_cpu_s"] * 1e3,
+                   baseline_label="polling every path's stat signature",
+                   target="< 10 ms (1% of a core)",
+                   met=notify["steady_poll_cpu_s"] < 0.01)
+    results.figure("watch", "reparse", f"after a re-parse, {paths}: taking the files up "
+                   "and the first poll (notifications)",
+                   (notify["reparse_reset_cpu_s"] + notify["reparse_first_poll_cpu_s"]) * 1e3,
+                   "ms", baseline=(poll["reparse_reset_cpu_s"]
+                                   + poll["reparse_first_poll_cpu_s"]) * 1e3,
+                   baseline_label="polling, which re-hashes every file")
+    results.note("watch", f"{manifest['workflows']:,} workflows in the JSON format; first "
+                 f"load with notifications: {notify['reset_cpu_s']:.2f} s to watch "
+                 f"{notify['notified']:,} paths and {notify['first_poll_cpu_s']:.2f} s to "
+                 "confirm them once (polling: "
+                 f"{poll['reset_cpu_s'] + poll['first_poll_cpu_s']:.2f} s).")
+    return outcome
+
+
 def growth(points: list[dict]) -> dict:
     """Least-squares slope per workflow and per job served, for wall time and RSS."""
     xs = [p["workflows"] for p in points]
@@ -891,6 +918,12 @@ def write_report(path: Path, data: dict, results: Results) -> None:
                   "Cold load and RSS of the Python-format corpus at several sizes (about 15 "
                   "jobs per workflow at every size), and the least-squares growth per "
                   "workflow."),
+        "watch": ("7. Change detection",
+                  "CPU time, in one process, of the catalog's file watch over every visible "
+                  "file and folder listing of the JSON corpus (`benchmarks/watch_cost.py`): "
+                  "with file-system notifications (inotify) against the polling fallback, "
+                  "which compares every path's stat signature at every poll. At the "
+                  "server's 1 s poll, CPU per poll is the share of a core it takes."),
         "airflow": ("5. Airflow DagBag",
                     "Airflow's own `DagBag(safe_mode=False)` in a fresh process: a dags folder "
                     "with the token-fetcher loader file and one migration metadata file per "
@@ -903,7 +936,7 @@ def write_report(path: Path, data: dict, results: Results) -> None:
                     "cached, layouts cached) is the steady state of a scheduler re-parsing "
                     "its dags folder, and is what the target is checked on."),
     }
-    for section in ("cold", "refresh", "rpc", "client", "airflow", "scale"):
+    for section in ("cold", "refresh", "rpc", "client", "airflow", "scale", "watch"):
         if section not in data["sections"] and section not in results.notes:
             continue
         title, text = titles[section]
@@ -1108,6 +1141,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
+        if "watch" in sections:
+            log("watch: change detection, notifications against polling")
+            corpus, manifest = corpora.get("json") or make_corpus(workdir, size, "json",
+                                                                  args.seed)
+            data["sections"]["watch"] = watch_bench(results, corpus, manifest)
         if "scale" in sections:
             points = []
             for n in scale_sizes:
