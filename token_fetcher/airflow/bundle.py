@@ -34,8 +34,12 @@ Configure it in ``[dag_processor] dag_bundle_config_list``::
 by default it is under the bundle's local storage folder, which suits a single host.
 Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
 ``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120), ``keep_versions``
-(10), and ``partition`` with ``partitions`` (every partition's name, the same in every
-bundle) to serve one share of the workflows (token_fetcher.partitions).
+(10), ``partition`` with ``partitions`` (every partition's name, the same in every
+bundle) to serve one share of the workflows (token_fetcher.partitions), and
+``dags_per_loader_file`` (5,000): a version with more layouts gets several loader files,
+each building a stable share, so that no file's parse nears Airflow's
+``dagbag_import_timeout``. Their number follows from the version's manifest, so a worker
+materializes the same files the DAG processor parsed.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ from typing import Any
 from airflow.dag_processing.bundles.base import BaseDagBundle, BundleVersion
 
 from token_fetcher.airflow import (
-    LOADER_FILE_NAME,
+    DAGS_PER_LOADER_FILE,
     PROBLEMS_FILE_NAME,
-    loader_file_text,
+    loader_file_count,
+    loader_file_share,
+    loader_files,
     problems_file_text,
 )
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
@@ -100,11 +106,15 @@ class TokenFetcherDagBundle(BaseDagBundle):
         keep_versions: int = 10,
         partition: str | None = None,
         partitions: str | list[str] | None = None,
+        dags_per_loader_file: int = DAGS_PER_LOADER_FILE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if keep_versions < 1:
             raise ValueError(f"bundle {self.name}: keep_versions must be at least 1")
+        if dags_per_loader_file < 1:
+            raise ValueError(f"bundle {self.name}: dags_per_loader_file must be at least 1")
+        self.dags_per_loader_file = dags_per_loader_file
         # Checked here, so a bad configuration fails when the bundle is made.
         self.partitioning = Partitioning.parse(partition, partitions or []) if partition else None
         self._overrides = {
@@ -197,13 +207,14 @@ class TokenFetcherDagBundle(BaseDagBundle):
                 os.utime(stored)  # current again: the newest for pruning
             else:
                 manifest.write(stored)
-            for name, text in (
-                (LOADER_FILE_NAME, loader_file_text()),
-                (PROBLEMS_FILE_NAME, problems_file_text()),
-            ):
+            loaders = self._loader_files(manifest)
+            for name, text in (*loaders.items(), (PROBLEMS_FILE_NAME, problems_file_text())):
                 path = self.current_dir / name
                 if not path.exists() or path.read_text(encoding="utf-8") != text:
                     _write_text(path, text)
+            for path in self.current_dir.iterdir():  # another split's loader files
+                if path.name not in loaders and loader_file_share(path.name) is not None:
+                    path.unlink()
             os.replace(output, self.current_dir / MANIFEST_FILE_NAME)
             _write_text(self.current_dir / _VERSION_FILE, version + "\n")
             _log.info(
@@ -217,6 +228,9 @@ class TokenFetcherDagBundle(BaseDagBundle):
             with contextlib.suppress(OSError):
                 os.unlink(output)
         self._prune(version)
+
+    def _loader_files(self, manifest: Manifest) -> dict[str, str]:
+        return loader_files(loader_file_count(len(manifest.layouts), self.dags_per_loader_file))
 
     def _prune(self, current: str) -> None:
         """Delete the stored manifests no unfinished run uses, but the newest ones."""
@@ -251,7 +265,8 @@ class TokenFetcherDagBundle(BaseDagBundle):
         temp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".{version}."))
         try:
             shutil.copyfile(stored, temp / MANIFEST_FILE_NAME)
-            (temp / LOADER_FILE_NAME).write_text(loader_file_text(), encoding="utf-8")
+            for name, text in self._loader_files(manifest).items():
+                (temp / name).write_text(text, encoding="utf-8")
             temp.chmod(0o755)
             try:
                 os.rename(temp, target)

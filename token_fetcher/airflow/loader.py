@@ -14,6 +14,11 @@ Two ways to get the layouts:
   manifest when it computed the bundle version, so a worker running a task of a DagRun
   parses exactly the layouts that run was created with.
 
+With several loader files (``share``/``shares``, written by ``write-loader --files`` or
+the bundle for a large corpus), each builds the DAGs of one share: the workflows a
+stable hash of ``cluster/workflow`` puts there, so every DAG is built by exactly one
+file, and no single file's parse nears Airflow's ``dagbag_import_timeout``.
+
 A metadata file or workflow that gives no DAG is logged (and issued as a Python
 warning, which Airflow 3.3 keeps in the DAG processor's log only); the other DAGs are
 built all the same. The problems file next to the loader file turns them into an
@@ -48,6 +53,7 @@ from token_fetcher.airflow.layouts import (
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import discover_metadata
+from token_fetcher.partitions import hash_partition
 
 __all__ = [
     "LoadResult",
@@ -73,8 +79,10 @@ class MigratedWorkflowProblems(Exception):
     """Migrated workflows that give no DAG: the import error of the problems file."""
 
 
-# In the dags-folder mode: the problems of the loader's last full parse, in cache_dir.
+# In the dags-folder mode: the problems of the loader's last full parse, in cache_dir
+# (one record per loader file when there are several: problems-manifest-2-of-4.json).
 PROBLEMS_RECORD_NAME = "problems-manifest.json"
+_SHARE_RECORD_GLOB = "problems-manifest-*-of-*.json"
 
 
 def raise_problems(here: str) -> None:
@@ -82,10 +90,13 @@ def raise_problems(here: str) -> None:
     bundle), or else of the loader's last full parse (the dags folder), so Airflow
     records them as the file's import error; nothing when there are none."""
     manifest = Path(here).with_name(MANIFEST_FILE_NAME)
+    records = [manifest]
     if not manifest.exists():
         cache_dir = Settings.from_airflow_conf().cache_dir
-        manifest = Path(cache_dir) / PROBLEMS_RECORD_NAME if cache_dir else manifest
-    problems = Manifest.read_problems(manifest)
+        if cache_dir:
+            records = [Path(cache_dir) / PROBLEMS_RECORD_NAME,
+                       *sorted(Path(cache_dir).glob(_SHARE_RECORD_GLOB))]
+    problems = list(dict.fromkeys(p for path in records for p in Manifest.read_problems(path)))
     if problems:
         raise MigratedWorkflowProblems(
             f"token-fetcher: {len(problems)} migrated workflow(s) give no DAG:\n"
@@ -135,26 +146,59 @@ class LoadResult:
         self.source = source
 
 
+def share_of(cluster: str, workflow: str, shares: int) -> int:
+    """Which loader file (of ``shares``) builds this workflow's DAG."""
+    return hash_partition(cluster, workflow, shares) if shares > 1 else 0
+
+
+def _problem_share(problem: Problem, shares: int) -> int:
+    # A problem that names no workflow (an unreadable metadata file) goes to the first.
+    return share_of(problem.cluster, problem.workflow, shares) if problem.cluster else 0
+
+
 def load_layouts(
-    settings: Settings, *, dag_id: str | None = None, manifest_path: Path | None = None
+    settings: Settings,
+    *,
+    dag_id: str | None = None,
+    manifest_path: Path | None = None,
+    share: int = 0,
+    shares: int = 1,
 ) -> LoadResult:
-    """The layouts to build (only ``dag_id``'s when given)."""
+    """The layouts to build (only ``dag_id``'s when given) of loader file ``share`` of
+    ``shares``."""
+    if not 0 <= share < shares:
+        raise ValueError(f"token-fetcher: loader file share {share} of {shares}: the share "
+                         f"must be in 0..{shares - 1}")
     if manifest_path is not None and manifest_path.exists():
         manifest = Manifest.read(manifest_path)
-        layouts = [lay for lay in manifest.layouts if dag_id is None or lay.dag_id == dag_id]
+        layouts = [
+            lay
+            for lay in manifest.layouts
+            if (dag_id is None or lay.dag_id == dag_id)
+            and share_of(lay.cluster, lay.workflow, shares) == share
+        ]
         problems = [
             problem
             for problem in manifest.problems
-            if dag_id is None or dag_id_for(problem.cluster, problem.workflow) == dag_id
+            if (dag_id is None or dag_id_for(problem.cluster, problem.workflow) == dag_id)
+            and _problem_share(problem, shares) == share
         ]
         return LoadResult(layouts, problems, f"manifest {manifest.version}")
 
     discovery = discover_metadata(settings.migrations_dir)
-    entries = list(discovery.entries)
+    entries = [
+        e for e in discovery.entries if share_of(e.cluster_name, e.workflow_name, shares) == share
+    ]
     problems: list[Problem] = []
     if dag_id is None:
-        problems += problems_from_discovery(discovery)
+        problems += [
+            problem
+            for problem in problems_from_discovery(discovery)
+            if _problem_share(problem, shares) == share
+        ]
         for cluster, workflow, paths in discovery.duplicates:
+            if share_of(cluster, workflow, shares) != share:
+                continue
             _log.warning(
                 "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
                 cluster,
@@ -169,15 +213,28 @@ def load_layouts(
     return LoadResult(resolution.layouts, problems + list(resolution.problems), _FROM_SERVER)
 
 
-def _record_problems(settings: Settings, problems: list[Problem]) -> None:
+def _problems_record_name(share: int, shares: int) -> str:
+    if shares == 1:
+        return PROBLEMS_RECORD_NAME
+    return f"problems-manifest-{share + 1}-of-{shares}.json"
+
+
+def _record_problems(
+    settings: Settings, problems: list[Problem], share: int, shares: int
+) -> None:
     """Keep a full parse's problems where the problems file reads them (rewritten only
-    when they change)."""
+    when they change), and drop the records of another split into loader files."""
     if not settings.cache_dir:
         return
-    path = Path(settings.cache_dir) / PROBLEMS_RECORD_NAME
+    folder = Path(settings.cache_dir)
+    path = folder / _problems_record_name(share, shares)
+    ours = {_problems_record_name(i, shares) for i in range(shares)}
     try:
         if list(Manifest.read_problems(path)) != problems:
             Manifest((), tuple(problems)).write(path)
+        for other in [folder / PROBLEMS_RECORD_NAME, *folder.glob(_SHARE_RECORD_GLOB)]:
+            if other.name not in ours:
+                other.unlink(missing_ok=True)
     except (OSError, ValueError, KeyError) as exc:  # a record: never fail a parse for it
         _log.warning("token-fetcher: cannot record the problems in %s: %s", path, exc)
 
@@ -205,8 +262,15 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = None) -> list[Any]:
-    """Build the DAGs into ``namespace`` (the loader file's globals) and return them."""
+def load_dags(
+    namespace: MutableMapping[str, Any],
+    settings: Settings | None = None,
+    *,
+    share: int = 0,
+    shares: int = 1,
+) -> list[Any]:
+    """Build the DAGs of share ``share`` of ``shares`` into ``namespace`` (the loader
+    file's globals) and return them."""
     from airflow.sdk import get_parsing_context
 
     from token_fetcher.airflow.dags import SharedArgs, build_dag
@@ -215,7 +279,9 @@ def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = N
     wanted = get_parsing_context().dag_id
     here = namespace.get("__file__")
     manifest_path = Path(here).with_name(MANIFEST_FILE_NAME) if here else None
-    result = load_layouts(settings, dag_id=wanted, manifest_path=manifest_path)
+    result = load_layouts(
+        settings, dag_id=wanted, manifest_path=manifest_path, share=share, shares=shares
+    )
 
     dags = []
     problems = list(result.problems)
@@ -243,7 +309,7 @@ def load_dags(namespace: MutableMapping[str, Any], settings: Settings | None = N
         "token-fetcher: %d DAG(s) from %s, %d problem(s)", len(dags), result.source, len(problems)
     )
     if wanted is None and result.source == _FROM_SERVER:
-        _record_problems(settings, problems)
+        _record_problems(settings, problems, share, shares)
     for problem in problems:
         _log.warning("token-fetcher: no DAG for %s", problem)
         warnings.warn(
