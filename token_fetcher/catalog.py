@@ -436,7 +436,7 @@ class Catalog:
 
 
 # Watching a whole repo is the fallback after a parse that read nothing: bounded, since
-# the poller stats every watched path at each poll.
+# every watched path is hashed once, and stat'ed at each poll where it is polled.
 _MAX_TREE_WATCH = 20_000
 
 
