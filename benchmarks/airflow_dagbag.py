@@ -5,7 +5,8 @@ of ``benchmarks.run``):
 
     python -m benchmarks.airflow_dagbag write-native --target T --cluster C --out DIR
     python -m benchmarks.airflow_dagbag write-loader --cluster C --workflows-file F --out DIR
-    python -m benchmarks.airflow_dagbag dagbag --dags DIR      # prints one JSON line
+                                                 [--files N]  # N loader files, one share each
+    python -m benchmarks.airflow_dagbag dagbag --dags DIR [--file NAME]  # one JSON line
 
 Airflow's settings come from the environment the caller sets (AIRFLOW_HOME,
 AIRFLOW__CORE__DAGS_FOLDER, AIRFLOW__TOKEN_FETCHER__TARGET, ...).
@@ -76,11 +77,13 @@ def write_native(target: str, cluster: str, out: Path) -> int:
     return count
 
 
-def write_loader(cluster: str, workflows: list[str], out: Path, migration_date: str) -> int:
-    from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
+def write_loader(cluster: str, workflows: list[str], out: Path, migration_date: str,
+                 files: int = 1) -> int:
+    from token_fetcher.airflow import loader_files
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / LOADER_FILE_NAME).write_text(loader_file_text())
+    for name, text in loader_files(files).items():
+        (out / name).write_text(text)
     migrations = out / "migrations" / cluster
     migrations.mkdir(parents=True, exist_ok=True)
     for name in workflows:
@@ -90,6 +93,7 @@ def write_loader(cluster: str, workflows: list[str], out: Path, migration_date: 
 
 
 def dagbag(dags: Path) -> dict:
+    """Airflow's DagBag over ``dags``: a folder, or one file of it."""
     started = time.perf_counter()
     try:
         from airflow.dag_processing.dagbag import DagBag
@@ -120,17 +124,19 @@ def main() -> None:
     loader.add_argument("--workflows-file", required=True)
     loader.add_argument("--out", required=True)
     loader.add_argument("--migration-date", default="2024-01-01 00:00:00")
+    loader.add_argument("--files", type=int, default=1)
     bag = sub.add_parser("dagbag")
     bag.add_argument("--dags", required=True)
+    bag.add_argument("--file", help="parse only this file of the folder")
     args = parser.parse_args()
     if args.command == "write-native":
         print(json.dumps({"written": write_native(args.target, args.cluster, Path(args.out))}))
     elif args.command == "write-loader":
         names = json.loads(Path(args.workflows_file).read_text())
         print(json.dumps({"written": write_loader(args.cluster, names, Path(args.out),
-                                                  args.migration_date)}))
+                                                  args.migration_date, args.files)}))
     else:
-        result = dagbag(Path(args.dags))
+        result = dagbag(Path(args.dags) / args.file if args.file else Path(args.dags))
         sys.stdout.flush()
         print(json.dumps(result))
         sys.stdout.flush()
