@@ -11,7 +11,9 @@ machine's writes raise no event), or a folder the kernel refused to watch (the
 ``fs.inotify.max_user_watches`` limit).
 
 Either way a change is confirmed by comparing content digests, so the catalog re-parses
-exactly when a file differs from what the last parse read.
+exactly when a file differs from what the last parse read. What a folder's notifications
+cannot tell: a write through another hard link to a watched file (another name for the
+same file; git checkouts and editors do not make them); ``Reload`` covers such a setup.
 """
 
 from __future__ import annotations
