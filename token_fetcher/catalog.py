@@ -15,6 +15,7 @@ import enum
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -254,10 +255,12 @@ class Catalog:
         return self._load(cluster)
 
     def _poll_forever(self) -> None:
-        while not self._stop.wait(self.config.poll_interval_seconds):
+        while (due := self._wait_for_due()) is not None:
             for name, cluster in self.config.clusters.items():
                 if self._stop.is_set():
                     return
+                if name not in due:
+                    continue
                 lock = self._cluster_locks[name]
                 if lock.locked():
                     continue  # a load is under way; it resets the watch when done
@@ -275,6 +278,29 @@ class Catalog:
                 except RuntimeError:  # stop() shut the loader down meanwhile
                     return
                 future.add_done_callback(_log_failure)
+
+    def _wait_for_due(self) -> set[str] | None:
+        """The clusters to look at: all of them every ``poll_interval_seconds``, and at once
+        those whose watched folders report an event; None when stopping."""
+        deadline = time.monotonic() + self.config.poll_interval_seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return set(self.config.clusters)
+            descriptors = {name: watch.fileno() for name, watch in self._watches.items()}
+            # A cluster being loaded waits: the load resets its watch when done.
+            notifying = {fd: name for name, fd in descriptors.items()
+                         if fd is not None and not self._cluster_locks[name].locked()}
+            if not notifying:
+                polling_only = all(fd is None for fd in descriptors.values())
+                self._stop.wait(left if polling_only else min(left, _STOP_CHECK_SECONDS))
+                continue
+            ready = select.select(list(notifying), [], [], min(left, _STOP_CHECK_SECONDS))[0]
+            if ready:
+                # Let the rest of a burst of writes (a checkout) land first.
+                return None if self._stop.wait(_SETTLE_SECONDS) else \
+                    {notifying[fd] for fd in ready}
+        return None
 
     def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
@@ -434,6 +460,12 @@ class Catalog:
         )
         return snapshot, _changes(previous, snapshot, wall_started, same_inputs)
 
+
+# After a notification, the poller waits this long for the rest of a burst of writes;
+# it also bounds how often a busy folder makes it look.
+_SETTLE_SECONDS = 0.1
+# How often the poller, waiting, sees stop() and a load that ended.
+_STOP_CHECK_SECONDS = 0.1
 
 # Watching a whole repo is the fallback after a parse that read nothing: bounded, since
 # every watched path is hashed once, and stat'ed at each poll where it is polled.

@@ -112,6 +112,11 @@ class FileWatch:
                            and _current_digest(path) != self._expected[path])
         return changed
 
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when a watched folder reports an event, or
+        None when polling only."""
+        return None if self._notifier is None else self._notifier.fileno()
+
     def close(self) -> None:
         if self._notifier is not None:
             self._notifier.close()
@@ -270,6 +275,9 @@ class _Notifier:
                 self._watch(name)
         dirty, self._dirty = self._dirty, set()
         return dirty
+
+    def fileno(self) -> int | None:
+        return None if self._inotify.closed else self._inotify.fileno()
 
     def close(self) -> None:
         self._inotify.close()
