@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import example_clusters, wait_for
+from tests.helpers import example_clusters, wait_for
 from token_fetcher.client import NotFound, TokenFetcherClient, Unavailable
 from token_fetcher.migration import MigrationMetadata, write_metadata
 

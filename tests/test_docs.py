@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, wait_for
 
+from tests.helpers import ROOT, free_port, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 DOCS = ("README.md", "docs/client.md")
@@ -52,12 +51,6 @@ def is_development(block: str) -> bool:
 
 def starts_server(block: str) -> bool:
     return any(re.search(r"(^|&& )make run\b", command) for command in commands(block))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Checkout:

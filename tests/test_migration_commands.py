@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_client import CLUSTER, FakeTokenFetcher, Server, make_spec
 
-from tests.conftest import example_clusters, replace_file, wait_for
+from tests.helpers import example_clusters, replace_file, wait_for
 from token_fetcher.cli import build_parser
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import (

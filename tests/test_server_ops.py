@@ -15,7 +15,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import (
+from google.protobuf import descriptor_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_reflection.v1alpha import reflection_pb2
+
+from tests.helpers import (
     EXAMPLES,
     blocking_repo,
     example_clusters,
@@ -26,11 +30,7 @@ from conftest import (
     rpc_error,
     wait_for,
 )
-from conftest import scrape as scrape_metrics
-from google.protobuf import descriptor_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_reflection.v1alpha import reflection_pb2
-
+from tests.helpers import scrape as scrape_metrics
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"

@@ -10,9 +10,9 @@ import time
 
 import grpc
 import pytest
-from conftest import blocking_repo, example_clusters, health_status, rpc_error, wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import blocking_repo, example_clusters, health_status, rpc_error, wait_for
 from token_fetcher import __version__
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc

@@ -25,13 +25,10 @@ import psutil
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import blocking_repo as gated_repo  # noqa: F401 - re-exported
-from tests.conftest import metric, parse_workers, scrape, wait_for  # noqa: F401 - re-exported
+from tests.helpers import EXAMPLES, parse_workers, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 PY = "example_python"
 JS = "example_json"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
-from conftest import wait_for
 
+from tests.helpers import wait_for
 from token_fetcher.airflow.inpod import InPodSettings
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.inpod import runner
