@@ -2,8 +2,8 @@
 
 One test per case of examples/broken (kind, workflow, job, file and line as CASES.md
 describes them, and the good workflow beside the bad one still returned), the cases of
-PINBALL_FORMAT.md section 6 the examples do not cover, the hostile definitions, and the
-isolation guarantees of the sandbox.
+docs/pinball-compatibility.md ("stricter than Pinball") the examples do not cover, the
+hostile definitions, and the isolation guarantees of the sandbox.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_a_syntax_error_file_is_listed_for_change_detection(sandbox):
     assert "syntax_error_workflows/daily.py" in [source.path for source in result.files]
 
 
-# --- stricter than Pinball (PINBALL_FORMAT.md section 6), beyond examples/broken ------------------
+# --- stricter than Pinball (docs/pinball-compatibility.md), beyond examples/broken ------------
 
 STRICT_PYTHON = {
     "strict_defs/__init__.py": "",

@@ -1,4 +1,4 @@
-"""The parser against PINBALL_FORMAT.md, one rule at a time, with exact expected values.
+"""The parser against docs/pinball-compatibility.md, one rule at a time, with exact values.
 
 The bundled example repos are parsed once per module through the real sandbox; rules the
 examples do not exercise use small scratch repos. Expected values are literals worked out

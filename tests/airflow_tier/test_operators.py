@@ -11,7 +11,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from token_fetcher.airflow.operators import MigratedJobOperator
 
-RUN_TIME = datetime(2015, 2, 2, 0, 0, 1, tzinfo=UTC)  # PINBALL_FORMAT section 5's example
+# The end_date example of docs/pinball-compatibility.md.
+RUN_TIME = datetime(2015, 2, 2, 0, 0, 1, tzinfo=UTC)
 
 
 def operator(segments, tmp_path, **kwargs) -> MigratedJobOperator:
