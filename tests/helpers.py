@@ -3,6 +3,7 @@ ports, metrics, example repos and clusters, scratch repos for the parser, watch 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from legacy_parser.model import ParseResult
@@ -23,7 +25,6 @@ from legacy_parser.sandbox import Sandbox
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import read_pinball_config
-from token_fetcher.server import TokenFetcherServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -210,17 +211,45 @@ def blocking_repo(folder: Path) -> tuple[dict, Path]:
     return {"repo": str(package.parent), "pinball_config": str(config)}, flag
 
 
-def health_status(server: TokenFetcherServer, service: str = "") -> str:
+def health(channel: grpc.Channel, service: str = "", timeout: float = 5.0) -> str:
     """The health service's answer by name (SERVING, NOT_SERVING), or the error code's name."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5)
-        except grpc.RpcError as error:
-            return error.code().name
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.RpcError as error:
+        return error.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def health_at(port: int, service: str = "", timeout: float = 5.0) -> str:
+    """health() of the server on a loopback port, over a channel of its own."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health(channel, service, timeout)
+
+
+def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
+    """The fingerprint as docs/architecture.md defines it: the spec's bytes without
+    next_run_time and source locations."""
+    copy = pb.WorkflowSpec()
+    copy.CopyFrom(spec)
+    copy.schedule.ClearField("next_run_time")
+    copy.ClearField("source")
+    for job in copy.jobs:
+        job.ClearField("source")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+class FakeClock:
+    """A clock for a client's cache: it moves only when a test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def write_repo(root: Path, files: dict[str, str]) -> Path:

@@ -20,7 +20,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import wait_for
+from tests.helpers import FakeClock, wait_for
 from token_fetcher import migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
@@ -326,17 +326,6 @@ class Server:
         if self._server is not None:
             self._server.stop(None).wait()
             self._server = None
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def metadata(workflow: str = "alpha", date: datetime = MIGRATION_DATE) -> MigrationMetadata:

@@ -27,13 +27,11 @@ from hypothesis import strategies as st
 from legacy_parser.cluster import JSON_PARSER, PYTHON_PARSER
 from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
 from legacy_parser.sandbox import Sandbox, SandboxLimits
-from tests.helpers import EXAMPLES, parse_workers
+from tests.helpers import EXAMPLES, health, parse_workers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
 from token_fetcher.server import TokenFetcherServer
-
-from .reliability_helpers import health
 
 K = pb.ErrorKind
 GEN_JSON, GEN_PY = "gen_json", "gen_python"

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import scrape
+from tests.helpers import health, scrape
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import TokenFetcherClient, Unavailable
@@ -26,7 +26,7 @@ from token_fetcher.migration import MigrationMetadata
 from token_fetcher.server import SERVICE, TokenFetcherServer
 from token_fetcher.service import MAX_EPOCH, MIN_EPOCH
 
-from .reliability_helpers import JS, PY, codes_counted, health
+from .reliability_helpers import JS, PY, codes_counted
 
 Code = grpc.StatusCode
 INVALID, NOT_FOUND = Code.INVALID_ARGUMENT, Code.NOT_FOUND

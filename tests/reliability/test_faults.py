@@ -31,7 +31,7 @@ import psutil
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.helpers import EXAMPLES, metric, parse_workers, scrape, wait_for
+from tests.helpers import EXAMPLES, FakeClock, metric, parse_workers, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import TokenFetcherClient, Unavailable
@@ -553,14 +553,6 @@ def _cwd(process: psutil.Process) -> str:
 
 
 # --- the server killed and restarted under a client -----------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _fresh(client: TokenFetcherClient):

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from tests.helpers import EXAMPLES, blocking_repo, metric, scrape, wait_for
+from tests.helpers import EXAMPLES, blocking_repo, health, metric, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import DEFAULT_MAX_MESSAGE_BYTES, TokenFetcherClient, TokenFetcherError
 from token_fetcher.config import ServerConfig
 
-from .reliability_helpers import PY, cluster_from_yaml, health
+from .reliability_helpers import PY, cluster_from_yaml
 
 RUN = {"seconds": 1577944800}
 SPEC = pb.GetWorkflowSpecRequest(cluster=PY, workflow="daily_reporting")
