@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from legacy_parser.digests import file_digest, folder_listing
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from token_fetcher.watch import FileWatch
 
 MODES = [pytest.param(True, id="notify"), pytest.param(False, id="poll")]

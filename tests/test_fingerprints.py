@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import example_clusters, metric, scrape, wait_for
+from tests.helpers import example_clusters, metric, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"
@@ -19,11 +19,8 @@ def specs(stub, cluster: str) -> dict[str, pb.GetWorkflowSpecResponse]:
 
 
 def parse_count(server, cluster: str) -> float:
-    samples = scrape(server.metrics_port)
-    return sum(
-        metric(samples, "token_fetcher_parses_total", 0.0, cluster=cluster, scope=scope)
-        for scope in ("full", "partial")
-    )
+    return metric(scrape(server.metrics_port), "token_fetcher_parses_total", 0.0,
+                  cluster=cluster)
 
 
 def test_a_line_shift_above_a_workflow_keeps_its_fingerprint(

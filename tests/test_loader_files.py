@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import example_clusters
+from tests.helpers import example_clusters
 from token_fetcher.airflow import (
     LOADER_FILE_NAME,
     loader_file_count,

@@ -8,8 +8,8 @@ import os
 import sys
 
 import pytest
-from conftest import example_clusters, wait_for
 
+from tests.helpers import example_clusters, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
