@@ -23,9 +23,12 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from legacy_parser.schedule import last_run_at_or_before, next_run_after
+
+if TYPE_CHECKING:
+    from token_fetcher._proto import token_fetcher_pb2 as pb
 
 __all__ = [
     "Discovery",
@@ -40,6 +43,7 @@ __all__ = [
     "parse_metadata",
     "read_metadata",
     "rollback_handover",
+    "schedule_handover",
     "write_metadata",
 ]
 
@@ -420,6 +424,17 @@ def handover(reference: int, recurrence: int, migration_epoch: int) -> Handover:
         last_legacy_run=last_run_at_or_before(reference, recurrence, migration_epoch),
         first_new_run=next_run_after(reference, recurrence, migration_epoch),
     )
+
+
+def schedule_handover(
+    message: pb.WorkflowSpec | pb.WorkflowSummary, migration_epoch: int
+) -> Handover | None:
+    """The handover on the grid of a spec's or a summary's ``schedule``; None when it has
+    no usable one (no schedule, or a recurrence that is not positive)."""
+    schedule = message.schedule
+    if not message.HasField("schedule") or schedule.recurrence_seconds <= 0:
+        return None
+    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds, migration_epoch)
 
 
 @dataclass(frozen=True)

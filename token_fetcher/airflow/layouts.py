@@ -224,14 +224,11 @@ class Layout:
     ) -> Layout:
         """A layout whose handover is computed from ``spec``'s schedule and the
         metadata's migration date (so a cached spec follows a changed metadata file)."""
-        schedule = spec.schedule
-        if not spec.HasField("schedule") or schedule.recurrence_seconds <= 0:
+        handover = migration.schedule_handover(spec, metadata.migration_epoch)
+        if handover is None:
             raise ValueError(
                 f"{metadata.cluster_name}/{metadata.workflow_name}: no usable schedule"
             )
-        handover = migration.handover(
-            schedule.reference_time.seconds, schedule.recurrence_seconds, metadata.migration_epoch
-        )
         return cls(metadata, fingerprint, spec, handover, stale=stale, source=source)
 
     def to_dict(self, *, diagnostics: bool = False) -> dict[str, Any]:

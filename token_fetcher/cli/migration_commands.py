@@ -37,7 +37,6 @@ from token_fetcher.migration import (
     Handover,
     MigrationMetadata,
     discover_metadata,
-    handover,
     metadata_path,
     parse_date,
     read_metadata,
@@ -194,10 +193,10 @@ def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
 
 
 def _runs(migrated: MigratedWorkflow) -> Handover:
-    """The handover in epoch seconds, as the record keeps it."""
-    schedule = migrated.spec.schedule
-    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
-                    migrated.metadata.migration_epoch)
+    """The client's handover in epoch seconds, as the record keeps it."""
+    last, first = migrated.handover.last_legacy_run, migrated.handover.first_new_run
+    return Handover(last_legacy_run=None if last is None else int(last.timestamp()),
+                    first_new_run=int(first.timestamp()))
 
 
 def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
