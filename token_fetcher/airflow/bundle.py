@@ -60,26 +60,13 @@ from token_fetcher.airflow import (
 )
 from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
 from token_fetcher.airflow.settings import Settings
+from token_fetcher.files import atomic_write_text
 from token_fetcher.partitions import Partitioning
 
 __all__ = ["TokenFetcherDagBundle"]
 
 _log = logging.getLogger(__name__)
 _VERSION_FILE = "TOKEN_FETCHER_VERSION"
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 class TokenFetcherDagBundle(BaseDagBundle):
@@ -203,9 +190,9 @@ class TokenFetcherDagBundle(BaseDagBundle):
             ):
                 path = self.current_dir / name
                 if not path.exists() or path.read_text(encoding="utf-8") != text:
-                    _write_text(path, text)
+                    atomic_write_text(path, text, durable=False)
             os.replace(output, self.current_dir / MANIFEST_FILE_NAME)
-            _write_text(self.current_dir / _VERSION_FILE, version + "\n")
+            atomic_write_text(self.current_dir / _VERSION_FILE, version + "\n", durable=False)
             _log.info(
                 "token-fetcher bundle %s: version %s, %d layout(s), %d problem(s)",
                 self.name,

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ from token_fetcher.client import (
     TokenFetcherError,
     Unavailable,
 )
+from token_fetcher.files import atomic_write_text
 from token_fetcher.migration import MetadataError, MigrationMetadata, parse_metadata
 from token_fetcher.partitions import Partitioning
 
@@ -397,7 +397,7 @@ class LayoutCache:
             try:
                 if changed:
                     text = json.dumps({"format": self._FORMAT, "layouts": content}, sort_keys=True)
-                    _write_atomically(path, text + "\n")
+                    atomic_write_text(path, text + "\n", durable=False)
                 stat = self._stats[(cluster, shard)] = _stat_key(os.stat(path))
             except OSError as exc:  # a cache: never fail a parse because of it
                 _log.warning("token-fetcher: cannot write the layout cache %s: %s", path, exc)
@@ -419,7 +419,7 @@ class LayoutCache:
                 separators=(",", ":"),
             )
             try:
-                _write_atomically(path, text + "\n")
+                atomic_write_text(path, text + "\n", durable=False)
             except OSError as exc:
                 _log.warning("token-fetcher: cannot write the layout cache index %s: %s", path, exc)
 
@@ -449,23 +449,6 @@ class LayoutCache:
 def _stat_key(stat: os.stat_result) -> list[int]:
     # A rewrite replaces the file (a new inode) and almost always changes its mtime.
     return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a part (no fsync: see LayoutCache).
-    The temporary file is hidden and not ``*.json``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # mkstemp() makes the file 0600; the scheduler may run as another user.
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -618,7 +601,7 @@ class Manifest:
         return manifest
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        migration.atomic_write_text(Path(path), self.to_json())
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Manifest:

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from token_fetcher.airflow import LOADER_FILE_NAME, loader_file_text
+from token_fetcher.files import atomic_write_text
 
 __all__ = ["register", "write_loader_command"]
 
@@ -71,11 +72,7 @@ def write_loader_command(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_ERROR
-        temp = os.path.join(args.directory, f".{name}.tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
+        atomic_write_text(target, text, durable=False)
     except OSError as exc:
         print(f"token-fetcher: {target}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
