@@ -12,6 +12,7 @@ import base64
 import bisect
 import threading
 import time
+import weakref
 
 import cachetools
 import grpc
@@ -21,7 +22,15 @@ from legacy_parser.sandbox import Isolation
 from legacy_parser.schedule import is_on_grid, last_run_at_or_before, next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.catalog import Catalog, ClusterSnapshot, Entry, LoadState, Status, Version
+from token_fetcher.catalog import (
+    WATCH_QUEUE_CAPACITY,
+    Catalog,
+    ClusterSnapshot,
+    Entry,
+    LoadState,
+    Status,
+    Version,
+)
 from token_fetcher.migration import handover
 
 MAX_PAGE_SIZE = 1000
@@ -124,6 +133,9 @@ class TokenFetcherService:
         self.started_at = int(clock())
         self._tokens = cachetools.LRUCache(maxsize=4096)
         self._tokens_lock = threading.Lock()
+        # The answers built from a catalog entry ("spec", "spec_response"), kept while the
+        # catalog serves that entry: an unchanged workflow keeps its entry across parses.
+        self._answers: weakref.WeakKeyDictionary[Entry, dict] = weakref.WeakKeyDictionary()
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -182,18 +194,18 @@ class TokenFetcherService:
         return schedule
 
     def _spec(self, version: Version, entry: Entry | None, now: int) -> pb.WorkflowSpec:
-        """The spec with next_run_time for now, cached on the entry until that run passes."""
+        """The spec with next_run_time for now, kept per entry until that run passes."""
         model_schedule = version.workflow.schedule
         next_run = next_run_after(model_schedule.reference_epoch,
                                   model_schedule.recurrence_seconds, now)
-        cached = entry.responses.get("spec") if entry is not None else None
+        answers = self._answers.setdefault(entry, {}) if entry is not None else {}
+        cached = answers.get("spec")
         if cached is not None and cached[0] == next_run:
             return cached[1]
         spec = pb.WorkflowSpec()
         spec.CopyFrom(version.spec)
         spec.schedule.next_run_time.seconds = next_run
-        if entry is not None:
-            entry.responses["spec"] = (next_run, spec)
+        answers["spec"] = (next_run, spec)
         return spec
 
     # --- RPCs -------------------------------------------------------------------------
@@ -241,13 +253,14 @@ class TokenFetcherService:
                                               spec=self._spec(version, None, now),
                                               status=status.value)
         spec = self._spec(version, entry, now)
-        cached = entry.responses.get("spec_response")
+        answers = self._answers.setdefault(entry, {})
+        cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
         answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint, spec=spec,
                                             status=status.value, errors=errors, dynamic=dynamic)
         data = answer.SerializeToString()
-        entry.responses["spec_response"] = (spec, data)
+        answers["spec_response"] = (spec, data)
         return data
 
     def _job_tokens(self, cluster: str, workflow: str, fingerprint: str, run_time,
@@ -362,8 +375,8 @@ class TokenFetcherService:
                 change = subscription.queue.get()
                 if subscription.overflowed:
                     raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  "this watcher fell more than 10000 changes behind; "
-                                  "re-list and watch again")
+                                  f"this watcher fell more than {WATCH_QUEUE_CAPACITY} changes "
+                                  "behind; re-list and watch again")
                 if change is None:
                     return
                 event = pb.WorkflowEvent(
