@@ -15,7 +15,8 @@ from airflow.serialization.serialized_objects import DagSerialization
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import loader, operators
 from token_fetcher.airflow.dags import SharedArgs, build_dag
-from token_fetcher.airflow.layouts import Layout, LayoutCache
+from token_fetcher.airflow.layout_cache import LayoutCache
+from token_fetcher.airflow.layouts import Layout
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.migration import MigrationMetadata

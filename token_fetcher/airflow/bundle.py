@@ -58,7 +58,7 @@ from token_fetcher.airflow import (
     loader_file_text,
     problems_file_text,
 )
-from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
+from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest, prune_store
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.files import atomic_write_text
 from token_fetcher.partitions import Partitioning
@@ -150,7 +150,7 @@ class TokenFetcherDagBundle(BaseDagBundle):
         os.close(fd)
         try:
             command = [
-                sys.executable, "-m", "token_fetcher.airflow.layouts",
+                sys.executable, "-m", "token_fetcher.airflow.manifest",
                 "--migrations-dir", settings.migrations_dir,
                 "--target", settings.target,
                 "--output", output,
