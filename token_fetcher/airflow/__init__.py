@@ -11,7 +11,8 @@ workflows as DAGs on stock Airflow 3.
   manifests, what gives no DAG (no Airflow import: the manifest is built in a plain
   subprocess);
 - ``dags``: a layout -> a DAG (tasks, dependencies, overrun policy);
-- ``operators``: ``MigratedJobOperator`` and ``MigratedConditionSensor``;
+- ``operators``: ``MigratedJobOperator`` and ``MigratedConditionSensor``
+  (``fast_setattr``: the faster attribute hook they build tasks with);
 - ``kubernetes``: the pod spec builder for the Kubernetes mode;
 - ``timetable``: ``PinballTimetable`` (registered by ``plugin.TokenFetcherPlugin``);
 - ``bundle``: ``TokenFetcherDagBundle``, a versioned DAG bundle that binds each DagRun
