@@ -8,7 +8,6 @@ status codes at the edge (see ``server``).
 
 from __future__ import annotations
 
-import base64
 import bisect
 import threading
 import time
@@ -17,9 +16,8 @@ import weakref
 import cachetools
 import grpc
 
-from legacy_parser.limits import name_problem
 from legacy_parser.sandbox import Isolation
-from legacy_parser.schedule import is_on_grid, last_run_at_or_before, next_run_after
+from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import (
@@ -32,94 +30,19 @@ from token_fetcher.catalog import (
     Version,
 )
 from token_fetcher.migration import handover
+from token_fetcher.request_checks import (
+    Failure,
+    after_token,
+    check_name,
+    check_scheduled,
+    check_time,
+    invalid,
+    page_token,
+)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 10000
-# Far longer than the token of any name a request may carry (512 characters): a longer
-# one was not issued by this server, and is refused before it is decoded.
-MAX_PAGE_TOKEN_LENGTH = 16384
-# Run times the job runner's end_date can express (years 1 to 9999).
-MIN_EPOCH = -62135596800 + 86400
-MAX_EPOCH = 253402300799
-
-
-class Failure(Exception):
-    """A request that cannot be answered: a status code and a message saying why."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> Failure:
-    return Failure(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def check_name(value: str, what: str, required: bool = True) -> str:
-    if not value:
-        if required:
-            raise _invalid(f"{what} is required")
-        return value
-    problem = name_problem(value)
-    if problem:
-        raise _invalid(f"{what} {problem}")
-    return value
-
-
-def check_time(stamp, what: str, present: bool) -> int:
-    if not present:
-        raise _invalid(f"{what} is required")
-    if stamp.nanos:
-        raise _invalid(f"{what} must be whole seconds, got {stamp.nanos} nanoseconds")
-    if not MIN_EPOCH <= stamp.seconds <= MAX_EPOCH:
-        raise _invalid(f"{what} {stamp.seconds} s is outside years 0001 to 9999")
-    return stamp.seconds
-
-
-def check_scheduled(version: Version, run_epoch: int, name: str) -> None:
-    """A run time must be one of the schedule's runs (a manual run skips this check):
-    rendered tokens for any other time name a run that never happens."""
-    schedule = version.workflow.schedule
-    reference, every = schedule.reference_epoch, schedule.recurrence_seconds
-    if is_on_grid(reference, every, run_epoch):
-        return
-
-    def iso(epoch: int) -> str:
-        if not MIN_EPOCH - 86400 <= epoch <= MAX_EPOCH:  # a next run after year 9999
-            return f"{epoch} s after the epoch"
-        return convert.timestamp(epoch).ToJsonString()
-
-    when = f"run_time {iso(run_epoch)} is not a scheduled run of {name}"
-    if run_epoch < reference:
-        where = f"it is before the schedule's reference time; the first run is {iso(reference)}"
-    else:
-        where = (f"the previous run is {iso(last_run_at_or_before(reference, every, run_epoch))}"
-                 f", the next {iso(next_run_after(reference, every, run_epoch))}")
-    raise _invalid(f"{when}: {where} (every {every} s from {iso(reference)}); "
-                   "set manual for a run off the schedule")
-
-
-def _page_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def _after_token(token: str) -> str:
-    # b64decode drops characters outside the alphabet, so "!!!!" would decode to "" and
-    # silently restart the listing: accept only what _page_token gives back exactly.
-    if len(token) > MAX_PAGE_TOKEN_LENGTH:
-        raise _invalid(f"page_token {token[:40]!r}... ({len(token)} characters) is not one "
-                       "this server issued")
-    try:
-        name = base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeError):
-        name = ""
-    if not name or _page_token(name) != token:
-        raise _invalid(f"page_token {token[:40]!r} is not one this server issued")
-    return name
-
-
 class TokenFetcherService:
     def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time,
                  max_watches: int = 32) -> None:
@@ -214,11 +137,11 @@ class TokenFetcherService:
         snapshot = self._snapshot(request.cluster)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         if not 0 < page_size <= MAX_PAGE_SIZE:
-            raise _invalid(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got "
+            raise invalid(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got "
                            f"{request.page_size}")
         start = 0
         if request.page_token:
-            start = bisect.bisect_right(snapshot.names, _after_token(request.page_token))
+            start = bisect.bisect_right(snapshot.names, after_token(request.page_token))
         names = snapshot.names[start:start + page_size]
         now = int(self.clock())
         response = pb.ListWorkflowsResponse(
@@ -235,7 +158,7 @@ class TokenFetcherService:
                 summary.job_count = len(entry.version.workflow.jobs)
                 summary.schedule.CopyFrom(self._schedule(entry.version, now))
         if start + page_size < len(snapshot.names):
-            response.next_page_token = _page_token(names[-1])
+            response.next_page_token = page_token(names[-1])
         return response
 
     def GetWorkflowSpec(self, request: pb.GetWorkflowSpecRequest, context):
@@ -340,7 +263,7 @@ class TokenFetcherService:
     def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,
                                context) -> pb.BatchResolveMigrationsResponse:
         if len(request.migrations) > MAX_BATCH:
-            raise _invalid(f"at most {MAX_BATCH} migrations per batch, got "
+            raise invalid(f"at most {MAX_BATCH} migrations per batch, got "
                            f"{len(request.migrations)}")
         response = pb.BatchResolveMigrationsResponse()
         for item in request.migrations:
