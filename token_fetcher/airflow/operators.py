@@ -80,9 +80,10 @@ def _add_pod_override(
         kwargs["executor_config"] = executor_config(options or {}, **job)
 
 
-class _LegacyCommandMixin(FastTaskSetattr):
+class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
     """What jobs and conditions share: their arguments, rendering and running the legacy
-    command. Mixed in before ``BaseOperator``, which gets the other arguments."""
+    command. An operator class itself, so that Airflow sees its arguments (defaults,
+    recorded init arguments, ``partial``); the sensor's base comes after it."""
 
     cluster: str
     workflow: str
@@ -222,7 +223,7 @@ class _LegacyCommandMixin(FastTaskSetattr):
         )
 
 
-class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
+class MigratedJobOperator(_LegacyCommandBase):
     """Runs one Pinball job's legacy command for the DagRun's scheduled time.
 
     ``warn_timeout_sec`` (Pinball's warn timeout) does not stop the job: when it passes,
@@ -245,7 +246,7 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
         job_emails: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        """The legacy command's arguments are _LegacyCommandMixin's; these three are the
+        """The legacy command's arguments are _LegacyCommandBase's; these three are the
         warn timeout's; the rest are BaseOperator's."""
         super().__init__(**kwargs)
         set_own_attributes(
@@ -310,7 +311,7 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
             self.log.exception("token-fetcher: could not send the warn-timeout email")
 
 
-class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
+class MigratedConditionSensor(_LegacyCommandBase, BaseSensorOperator):
     """A Pinball condition: pokes its command every ``poke_interval`` (the condition's
     retry delay) until it exits 0, for at most ``timeout`` (attempts x retry delay)."""
 
