@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                           help="with --diff: the Pinball YAML inside each checkout")
     validate.add_argument("--timeout", type=float, default=300.0,
                           help="parse time limit in seconds")
+    validate.add_argument("--isolation", choices=("strict", "best_effort"), default="strict",
+                          help="strict (default): parse in the sandbox's namespaces or refuse; "
+                               "best_effort: with what this host gives (docs/operations.md)")
     validate.set_defaults(func=validate_command)
 
 
@@ -111,14 +114,15 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse(yaml_path: str, repo: str | None, timeout: float, progress: bool):
+def _parse(yaml_path: str, repo: str | None, args: argparse.Namespace):
     from legacy_parser.sandbox import Sandbox, SandboxLimits
     from token_fetcher.config import read_pinball_config
 
     setup = read_pinball_config(yaml_path)
     repo = repo or os.path.dirname(os.path.abspath(yaml_path))
     cluster = os.path.basename(os.path.abspath(repo))
-    sandbox = Sandbox(SandboxLimits(timeout_seconds=timeout, workers=1))
+    sandbox = Sandbox(SandboxLimits(timeout_seconds=args.timeout, workers=1,
+                                    isolation=args.isolation))
     done = threading.Event()
 
     def report_progress() -> None:
@@ -127,9 +131,8 @@ def _parse(yaml_path: str, repo: str | None, timeout: float, progress: bool):
             print(f"still parsing {yaml_path} ({time.monotonic() - started:.0f} s)",
                   file=sys.stderr)
 
-    if progress:
-        print(f"parsing {yaml_path} with repo {repo}", file=sys.stderr)
-        threading.Thread(target=report_progress, daemon=True).start()
+    print(f"parsing {yaml_path} with repo {repo}", file=sys.stderr)
+    threading.Thread(target=report_progress, daemon=True).start()
     try:
         return sandbox.parse(cluster, repo, setup.parser, setup.parser_params,
                              setup.default_email)
@@ -139,13 +142,14 @@ def _parse(yaml_path: str, repo: str | None, timeout: float, progress: bool):
 
 def validate_command(args: argparse.Namespace) -> int:
     from legacy_parser.diff import diff_parses
+    from legacy_parser.sandbox import IsolationUnavailable
     from token_fetcher.config import ConfigError
 
     try:
         if args.diff:
             old_root, new_root = args.diff
-            old = _parse(os.path.join(old_root, args.config_name), old_root, args.timeout, True)
-            new = _parse(os.path.join(new_root, args.config_name), new_root, args.timeout, True)
+            old = _parse(os.path.join(old_root, args.config_name), old_root, args)
+            new = _parse(os.path.join(new_root, args.config_name), new_root, args)
             differences = diff_parses(old, new)
             if args.json:
                 print(json.dumps([vars(d) for d in differences], indent=2, default=list))
@@ -157,8 +161,8 @@ def validate_command(args: argparse.Namespace) -> int:
             print("token-fetcher validate: give a Pinball YAML, or --diff OLD NEW",
                   file=sys.stderr)
             return 2
-        result = _parse(args.pinball_yaml, args.repo, args.timeout, True)
-    except ConfigError as error:
+        result = _parse(args.pinball_yaml, args.repo, args)
+    except (ConfigError, IsolationUnavailable) as error:
         print(f"token-fetcher validate: {error}", file=sys.stderr)
         return 2
     print(f"parsed {len(result.workflows)} workflows with {len(result.errors)} errors in "
