@@ -67,15 +67,15 @@ def _converted(cls: type) -> frozenset[str] | None:
     the fast path of ``FastTaskSetattr.__setattr__`` is valid for ``cls``; else None.
 
     Valid when Airflow's hook is the one above (same names and constants: a changed hook
-    turns the fast path off, never wrong) and no other class in ``cls``'s MRO defines
-    ``__setattr__``.
+    turns the fast path off, never wrong), no other class in ``cls``'s MRO defines
+    ``__setattr__``, and ``[token_fetcher] fast_task_setattr`` is not false.
     """
     try:
         return _converted_names[cls]
     except KeyError:
         pass
     result: frozenset[str] | None = None
-    if not _switched_on():
+    if not conf_flag("fast_task_setattr", default=True):  # read once per class
         _converted_names[cls] = result
         return result
     hook = BaseOperator.__dict__.get("__setattr__")
@@ -107,10 +107,6 @@ def _converted(cls: type) -> frozenset[str] | None:
         result = frozenset(converted | descriptors)
     _converted_names[cls] = result
     return result
-
-
-def _switched_on() -> bool:
-    return conf_flag("fast_task_setattr", default=True)
 
 
 class FastTaskSetattr:
