@@ -30,7 +30,7 @@ test: install
 
 # The Airflow tier: real Airflow 3 in a virtualenv of its own.
 test-airflow: $(AIRFLOW_STAMP)
-	$(AIRFLOW_VENV)/bin/python -m pytest tests/airflow
+	$(AIRFLOW_VENV)/bin/python -m pytest tests/airflow_tier
 
 $(AIRFLOW_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)

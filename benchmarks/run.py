@@ -977,7 +977,7 @@ def git_state() -> tuple[str, bool]:
         return "unknown", False
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -1005,45 +1005,131 @@ def main(argv: list[str] | None = None) -> int:
                              "and re-render the report")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the report from an existing results file (--json)")
-    args = parser.parse_args(argv)
-    if args.report_only:
-        source = Path(args.json or ROOT / "benchmarks" / "results.json")
-        data = json.loads(source.read_text())
-        results = Results()
-        results.figures, results.notes = data["figures"], data["notes"]
-        target = Path(args.md or ROOT / "BENCHMARKS.md")
-        write_report(target, data, results)
-        log(f"wrote {target} from {source}")
-        return 0
-    # A quick run never overwrites the committed full-run report.
+    return parser
+
+
+def render_only(args: argparse.Namespace) -> int:
+    """--report-only: the report re-rendered from an existing results file."""
+    source = Path(args.json or ROOT / "benchmarks" / "results.json")
+    data = json.loads(source.read_text())
+    results = Results()
+    results.figures, results.notes = data["figures"], data["notes"]
+    target = Path(args.md or ROOT / "BENCHMARKS.md")
+    write_report(target, data, results)
+    log(f"wrote {target} from {source}")
+    return 0
+
+
+def set_output_paths(args: argparse.Namespace) -> None:
+    """Fill in --md and --json; a quick run never overwrites the committed full-run report."""
     quick_dir = Path(tempfile.gettempdir()) / "tf-bench-quick"
     if args.quick:
         quick_dir.mkdir(exist_ok=True)
     args.md = args.md or str(quick_dir / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md")
     args.json = args.json or str(quick_dir / "results.json" if args.quick
                                  else ROOT / "benchmarks" / "results.json")
+
+
+def chosen_sections(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     sections = [s for s in args.only.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return sections
+
+
+def watch_load() -> LoadWatch:
+    """The load average over the run, with a warning when the machine is busy already."""
+    load = LoadWatch().start()
+    if load.start_load > 1.0:
+        log(f"warning: load average {load.start_load:.1f} before the run; other processes on "
+            "this machine will skew the figures")
+    return load
+
+
+def plan_cpus() -> tuple:
+    """(server CPUs, client CPUs); this process is a client too and moves to the latter."""
+    cpus = cpu_plan()
+    if cpus[1]:
+        os.sched_setaffinity(0, cpus[1])
+    return cpus
+
+
+def python_server_sections(results: Results, data: dict, sections: list[str], workdir: Path,
+                           server: ServerProcess, manifest: dict, cpus,
+                           args: argparse.Namespace) -> None:
+    """The sections measured against the server on the Python corpus: rpc, client, airflow."""
+    if "rpc" in sections:
+        log("rpc: real server vs floor")
+        data["sections"]["rpc"] = rpc(results, workdir, server, manifest, cpus, args.quick)
+    if "client" in sections:
+        log("client")
+        data["sections"]["client"] = client_bench(results, server, manifest, args.quick)
+    if "airflow" in sections:
+        log(f"airflow DagBag under {args.airflow_python}")
+        data["sections"]["airflow"] = airflow_bench(
+            results, workdir, server, manifest, args.airflow_python, cpus[1])
+
+
+def run_meta(args: argparse.Namespace, argv: list[str] | None, sections: list[str],
+             corpora: dict[str, tuple[Path, dict]], cpus, began: float) -> dict:
+    """What the report says about the run: machine, versions, commit, corpora, CPUs."""
+    import google.protobuf
+
+    server_cpus, client_cpus = cpus
+    commit, dirty = git_state()
+    cpu_text = (f"server and its workers on CPU {sorted(server_cpus)}, load generators and "
+                f"this process on CPUs {sorted(client_cpus)}" if server_cpus else
+                "not pinned (fewer than 2 CPUs)")
+    corpus_text = ", ".join(
+        f"{m['format']}: {m['workflows']:,} workflows, {m['jobs']:,} jobs "
+        f"({m['jobs_served']:,} served), {m['min_jobs']}-{m['max_jobs']} jobs per workflow"
+        + (f", {m['modules']} modules" if m["modules"] else "")
+        for _, m in corpora.values())
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
+                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "python": platform.python_version(), "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__, "commit": commit, "dirty": dirty,
+        "quick": args.quick, "duration_s": time.monotonic() - began,
+        "corpus": corpus_text, "cpus": cpu_text, "sections": sections,
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:]),
+        "corpus_manifests": {f: {k: v for k, v in m.items() if k != "edit_files"}
+                             for f, (_, m) in corpora.items()},
+    }
+
+
+def write_results(args: argparse.Namespace, data: dict, results: Results, sections: list[str],
+                  merged: dict | None, began: float) -> None:
+    """results.json and the report; ``merged`` (--merge) keeps the sections not run."""
+    data["figures"], data["notes"] = results.figures, results.notes
+    if merged is not None:
+        data = merge_results(merged, data, sections)
+        results.figures, results.notes = data["figures"], data["notes"]
+    Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    write_report(Path(args.md), data, results)
+    log(f"wrote {args.md} and {args.json} in {time.monotonic() - began:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report_only:
+        return render_only(args)
+    set_output_paths(args)
+    sections = chosen_sections(parser, args)
     size = args.workflows or (300 if args.quick else 3000)
     edits = args.edits or (5 if args.quick else 20)
     scale_sizes = [int(s) for s in (args.scale or ("100,300,1000" if args.quick
                                                    else "1000,3000,10000")).split(",")]
     formats = [f for f in args.formats.split(",") if f]
-    airflow_python = args.airflow_python
-    merged = None
-    if args.merge:
-        merged = json.loads(Path(args.json).read_text())
+    merged = json.loads(Path(args.json).read_text()) if args.merge else None
     began = time.monotonic()
-    load = LoadWatch().start()
-    if load.start_load > 1.0:
-        log(f"warning: load average {load.start_load:.1f} before the run; other processes on "
-            "this machine will skew the figures")
-    cpus = cpu_plan()
-    server_cpus, client_cpus = cpus
-    if client_cpus:
-        os.sched_setaffinity(0, client_cpus)  # this process is a client too
+    load = watch_load()
+    cpus = plan_cpus()
+    server_cpus = cpus[0]
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tf-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -1090,21 +1176,9 @@ def main(argv: list[str] | None = None) -> int:
                             cpus)
             for fmt in [f for f in servers if f != "python"]:
                 servers.pop(fmt).stop()
-            server = servers.get("python")
-            if server is not None:
-                manifest = corpora["python"][1]
-                if "rpc" in sections:
-                    log("rpc: real server vs floor")
-                    data["sections"]["rpc"] = rpc(results, workdir, server, manifest, cpus,
-                                                  args.quick)
-                if "client" in sections:
-                    log("client")
-                    data["sections"]["client"] = client_bench(results, server, manifest,
-                                                              args.quick)
-                if "airflow" in sections:
-                    log(f"airflow DagBag under {airflow_python}")
-                    data["sections"]["airflow"] = airflow_bench(
-                        results, workdir, server, manifest, airflow_python, client_cpus)
+            if "python" in servers:
+                python_server_sections(results, data, sections, workdir, servers["python"],
+                                       corpora["python"][1], cpus, args)
         finally:
             for server in servers.values():
                 server.stop()
@@ -1143,41 +1217,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    commit, dirty = git_state()
-    import google.protobuf
-
-    cpu_text = (f"server and its workers on CPU {sorted(server_cpus)}, load generators and "
-                f"this process on CPUs {sorted(client_cpus)}" if server_cpus else
-                "not pinned (fewer than 2 CPUs)")
-    corpus_text = ", ".join(
-        f"{m['format']}: {m['workflows']:,} workflows, {m['jobs']:,} jobs "
-        f"({m['jobs_served']:,} served), {m['min_jobs']}-{m['max_jobs']} jobs per workflow"
-        + (f", {m['modules']} modules" if m["modules"] else "")
-        for _, m in corpora.values())
-    data["meta"] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
-                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
-        "python": platform.python_version(), "grpcio": grpc.__version__,
-        "protobuf": google.protobuf.__version__, "commit": commit, "dirty": dirty,
-        "quick": args.quick, "duration_s": time.monotonic() - began,
-        "corpus": corpus_text, "cpus": cpu_text, "sections": sections,
-        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:]),
-        "corpus_manifests": {f: {k: v for k, v in m.items() if k != "edit_files"}
-                             for f, (_, m) in corpora.items()},
-    }
+    data["meta"] = run_meta(args, argv, sections, corpora, cpus, began)
     data["meta"]["loadavg"] = load.stop()
-    if merged is not None:
-        data["figures"], data["notes"] = results.figures, results.notes
-        data = merge_results(merged, data, sections)
-        results.figures, results.notes = data["figures"], data["notes"]
-    else:
-        data["figures"] = results.figures
-        data["notes"] = results.notes
-    Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
-    write_report(Path(args.md), data, results)
-    log(f"wrote {args.md} and {args.json} in {time.monotonic() - began:.0f} s")
+    write_results(args, data, results, sections, merged, began)
     return 0
 
 

@@ -1,25 +1,20 @@
-"""Shared fixtures: real servers on loopback, copies of the example repos, waiting helpers."""
+"""Shared fixtures: real servers on loopback, copies of the example repos, the parser's
+sandbox. Helpers that are not fixtures are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from legacy_parser.sandbox import Sandbox, SandboxLimits
+from tests.helpers import EXAMPLES, EventWatch, example_clusters
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
 from token_fetcher.server import TokenFetcherServer
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 _private_mktemp = pytest.TempPathFactory.mktemp
 
@@ -36,63 +31,6 @@ def _shared_mktemp(self, basename: str, numbered: bool = True) -> Path:
 pytest.TempPathFactory.mktemp = _shared_mktemp
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02,
-             message: str = "condition") -> object:
-    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    """Every metric sample a server exposes on ``port``, by (name, labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def metric(samples, name: str, default: float | None = None, **labels) -> float:
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        if default is not None:
-            return default
-        raise AssertionError(f"no sample {name}{labels}; have: "
-                             f"{sorted({k[0] for k in samples})}")
-    return samples[key]
-
-
-def parse_workers(process: psutil.Process | None = None) -> list[psutil.Process]:
-    """The sandbox worker interpreters below ``process`` (default: this one); not the
-    bubblewrap processes around them, whose command lines name the worker too."""
-    found = []
-    for child in (process or psutil.Process()).children(recursive=True):
-        try:
-            if child.cmdline()[1:3] == ["-m", "legacy_parser.worker"]:
-                found.append(child)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def replace_file(path: Path, old: str, new: str) -> None:
-    """Edit a file the way editors and checkouts do: a whole new file renamed into place."""
-    text = path.read_text()
-    assert text.count(old) == 1
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text.replace(old, new))
-    os.replace(temp, path)
-
-
 @pytest.fixture
 def example_copy(tmp_path) -> Callable[[str], Path]:
     """Copy an example repo (python_repo, json_repo, broken/...) into a scratch folder."""
@@ -103,16 +41,6 @@ def example_copy(tmp_path) -> Callable[[str], Path]:
         return target
 
     return copy
-
-
-def example_clusters(python_repo: Path | None = None, json_repo: Path | None = None) -> dict:
-    python_repo = python_repo or EXAMPLES / "python_repo"
-    json_repo = json_repo or EXAMPLES / "json_repo"
-    return {
-        "example_python": {"repo": str(python_repo),
-                           "pinball_config": str(python_repo / "pinball.yaml")},
-        "example_json": {"repo": str(json_repo), "pinball_config": str(json_repo / "pinball.yaml")},
-    }
 
 
 @pytest.fixture
@@ -154,80 +82,6 @@ def stub_for():
         channel.close()
 
 
-# --- Helpers for the service, refresh and server-operation tests (appended) -------------
-
-import queue  # noqa: E402
-import threading  # noqa: E402
-
-from token_fetcher._proto import token_fetcher_pb2 as pb  # noqa: E402
-
-
-def rpc_error(call: Callable, *args, **kwargs) -> grpc.RpcError:
-    """Make a call that must fail and return its RpcError (code(), details())."""
-    try:
-        call(*args, **kwargs)
-    except grpc.RpcError as error:
-        return error
-    raise AssertionError(f"{getattr(call, '_method', call)!r} succeeded; expected an error")
-
-
-class EventWatch:
-    """A WatchWorkflows stream read by a background thread into a queue."""
-
-    def __init__(self, stub: pb_grpc.TokenFetcherStub, cluster: str = "") -> None:
-        self.call = stub.WatchWorkflows(pb.WatchWorkflowsRequest(cluster=cluster), timeout=120)
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list = []
-        self.error: grpc.RpcError | None = None
-        self._thread = threading.Thread(target=self._read, name="test-watch", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            for event in self.call:
-                self.events.put(event)
-        except grpc.RpcError as error:
-            self.error = error
-        finally:
-            self.events.put(None)
-
-    def next(self, timeout: float = 30.0):
-        """The next event, or None when the stream has ended."""
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no watch event within {timeout} s; seen: {self.seen}") from None
-        if event is not None:
-            self.seen.append(event)
-        return event
-
-    def subscribed(self, timeout: float = 30.0):
-        first = self.next(timeout)
-        assert first is not None, f"watch ended before TYPE_SUBSCRIBED: {self.error}"
-        assert first.type == pb.WorkflowEvent.TYPE_SUBSCRIBED, first
-        return first
-
-    def take(self, predicate: Callable, count: int = 1, timeout: float = 30.0) -> list:
-        """The next ``count`` events matching ``predicate`` (others are only recorded)."""
-        deadline = time.monotonic() + timeout
-        found = []
-        while len(found) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout} s waiting for {count} matching "
-                                     f"events; got {found}; seen: {self.seen}")
-            event = self.next(left)
-            if event is None:
-                raise AssertionError(f"watch ended while waiting: {self.error}; seen: {self.seen}")
-            if predicate(event):
-                found.append(event)
-        return found
-
-    def close(self) -> None:
-        self.call.cancel()
-        self._thread.join(10)
-
-
 @pytest.fixture
 def watch_events():
     """Open WatchWorkflows streams (``watch_events(stub, cluster)``); cancelled afterwards."""
@@ -243,52 +97,9 @@ def watch_events():
         watch.close()
 
 
-BLOCKING_WORKFLOWS = '''\
-"""Definitions whose import blocks until a flag file appears (a cluster slow to load)."""
-
-import os
-import time
-from datetime import datetime, timedelta
-
-from pinball_ext.job_templates import CommandJobTemplate
-from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
-
-while not os.path.exists({flag!r}):
-    time.sleep(0.02)
-
-WORKFLOWS = {{
-    'slow_daily': WorkflowConfig(
-        jobs={{'work': JobConfig(CommandJobTemplate('work', 'echo work'))}},
-        final_job_config=JobConfig(CommandJobTemplate('final', 'echo done')),
-        schedule=ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))),
-}}
-'''
-
-
-def blocking_repo(folder: Path) -> tuple[dict, Path]:
-    """A Python-format repo whose import blocks until ``flag`` exists: (cluster config, flag).
-    The flag is inside the repo: a parse sees nothing outside it."""
-    flag = folder / "slow_repo" / "release-the-import"
-    package = folder / "slow_repo" / "slow_workflows"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "workflows.py").write_text(BLOCKING_WORKFLOWS.format(flag=str(flag)))
-    config = package.parent / "pinball.yaml"
-    config.write_text("parser: pinball_ext.workflow.parser.PyWorkflowParser\n"
-                      "parser_params:\n"
-                      "  workflows_config: slow_workflows.workflows.WORKFLOWS\n"
-                      "  job_repo_dir: /mnt/jobs\n")
-    return {"repo": str(package.parent), "pinball_config": str(config)}, flag
-
-
-def health_status(server: TokenFetcherServer, service: str = "") -> str:
-    """The health service's answer by name (SERVING, NOT_SERVING), or the error code's name."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5)
-        except grpc.RpcError as error:
-            return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    """The parser's sandbox, one per test module, closed after it."""
+    box = Sandbox(SandboxLimits(timeout_seconds=30, memory_bytes=1024**3, workers=2))
+    yield box
+    box.close()

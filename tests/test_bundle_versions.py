@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import example_clusters, replace_file, wait_for
+from tests.helpers import example_clusters, replace_file, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import problems_file_text
 from token_fetcher.airflow.loader import MigratedWorkflowProblems
@@ -175,7 +175,7 @@ def test_the_store_keeps_the_versions_in_use_and_the_newest(tmp_path):
 
 def test_the_problems_file_raises_the_manifests_problems(tmp_path):
     """In the bundle: the manifest next to it (the dags-folder mode needs Airflow's
-    settings: see tests/airflow/test_loader.py)."""
+    settings: see tests/airflow_tier/test_loader.py)."""
     problems_file = tmp_path / "token_fetcher_problems.py"
     problems_file.write_text(problems_file_text())
     problem = Problem(

@@ -8,15 +8,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import example_clusters, replace_file, wait_for
 
+from tests.helpers import example_clusters, free_port, replace_file, wait_for
 from token_fetcher import cli
 
 PY = "example_python"
@@ -126,9 +125,7 @@ def test_close_matches_for_unknown_names(start_server, command):
 
 
 def test_an_unreachable_server_names_target(command):
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     code, _, err = command("list", "--target", f"127.0.0.1:{port}", "--cluster", PY,
                            "--timeout", "1")
     assert code == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -21,6 +20,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
+from tests.helpers import FakeClock, wait_for
 from token_fetcher import migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
@@ -328,26 +328,6 @@ class Server:
             self._server = None
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def metadata(workflow: str = "alpha", date: datetime = MIGRATION_DATE) -> MigrationMetadata:
     return MigrationMetadata(CLUSTER, workflow, date)
 
@@ -479,7 +459,7 @@ def test_stale_while_server_down_then_error_then_fresh_after_restart(
             return False
         return not answers[-1].stale
 
-    wait_for(fresh_again, "a fresh answer from the restarted server")
+    wait_for(fresh_again, WAIT, message="a fresh answer from the restarted server")
     assert answers[-1].spec == fresh.spec
 
 
@@ -777,7 +757,7 @@ def test_the_watch_reconnects_and_invalidates_what_it_may_have_missed(
 
 def test_close_stops_the_watch_thread(make_client: Callable[..., TokenFetcherClient]) -> None:
     client = make_client(watch_invalidation=True)
-    wait_for(lambda: client.watching, "the watch to subscribe")
+    wait_for(lambda: client.watching, WAIT, message="the watch to subscribe")
     thread = client._watch._thread
     client.close()
     client.close()  # idempotent

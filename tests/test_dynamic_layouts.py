@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.conftest import metric, scrape
+from tests.helpers import metric, scrape
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ConfigError, parse_config
 

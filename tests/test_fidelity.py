@@ -20,16 +20,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import test_parser_errors
-from test_parser_errors import JSON_PARSER, PY_PARSER, json_job, json_workflow, write_repo
 
 from legacy_parser import compat, loader
 from legacy_parser.model import WORKFLOW_START_INPUT, ErrorKind, ParseResult
+from tests.helpers import JSON_PARSER, PY_PARSER, json_job, json_workflow, write_repo
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ConfigError, parse_config
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-sandbox = test_parser_errors.sandbox  # the module-scoped sandbox fixture
 END_DATE = "2015-02-01"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import example_clusters, metric, scrape, wait_for
+from tests.helpers import example_clusters, metric, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"

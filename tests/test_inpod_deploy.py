@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_deploy import K8S_VERSIONS, _run, _tool
 
+from tests.helpers import validate_strict
 from token_fetcher.airflow.inpod import (
     HANDOVER_DIR,
     LEGACY_CONTAINER,
@@ -23,21 +23,6 @@ from token_fetcher.inpod.resources import ResourceHistory, ResourcePolicy, RunUs
 ROOT = Path(__file__).resolve().parents[1]
 INPOD_DIR = ROOT / "deploy" / "kubernetes" / "inpod"
 TEMPLATE = INPOD_DIR / "worker-pod-template.yaml"
-
-
-def validate_strict(path: Path, documents: int = 1) -> None:
-    tool = _tool("kubernetes-validate", "kubernetes-validate")
-    argv: list = [tool, "--strict"]
-    for version in K8S_VERSIONS:
-        argv += ["-k", version]
-    result = _run([*argv, path], cwd=ROOT)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"kubernetes-validate rejected {path.name}:\n{output}"
-    # An unknown kind or apiVersion is only a WARNING to the tool: a failure here.
-    problems = [line for line in output.splitlines() if not line.startswith("INFO ")]
-    assert not problems, output
-    passed = [line for line in output.splitlines() if " passed for resource " in line]
-    assert len(passed) == documents * len(K8S_VERSIONS), output
 
 
 def as_validated(override: dict) -> dict:

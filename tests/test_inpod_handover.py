@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 from inpod_sides import HEARTBEAT, POLL, STALE_AFTER
 
+from tests.helpers import wait_for
 from token_fetcher.inpod import runner
 from token_fetcher.inpod.handover import Handover
 

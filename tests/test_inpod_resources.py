@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 from inpod_sides import HEARTBEAT, POLL, STALE_AFTER
 
+from tests.helpers import wait_for
 from token_fetcher.airflow.inpod import InPodSettings, override_for
 from token_fetcher.cli import main as cli_main
 from token_fetcher.inpod import runner

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_client import CLUSTER, FakeTokenFetcher, Server, make_spec
 
-from tests.conftest import example_clusters, replace_file, wait_for
+from tests.helpers import error_line, example_clusters, replace_file, wait_for
 from token_fetcher.cli import build_parser
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import (
@@ -26,12 +26,6 @@ Run = Callable[..., tuple[int, str, str]]
 JSON = "example_json"
 BROKEN = "json_table_sync"  # made unparsable in the copy the wave tests serve
 GOOD = ["json_daily_rollup", "json_heartbeat", "json_weekly_compaction"]
-
-
-def error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def iso(epoch: int | None) -> str:

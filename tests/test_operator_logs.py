@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import example_clusters, wait_for
+from tests.helpers import example_clusters, wait_for
 
 PY, JS = "example_python", "example_json"
 

@@ -2,21 +2,18 @@
 
 One test per case of examples/broken (kind, workflow, job, file and line as CASES.md
 describes them, and the good workflow beside the bad one still returned), the cases of
-PINBALL_FORMAT.md section 6 the examples do not cover, the hostile definitions, and the
-isolation guarantees of the sandbox.
+docs/pinball-compatibility.md ("stricter than Pinball") the examples do not cover, the
+hostile definitions, and the isolation guarantees of the sandbox.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import signal
 import sys
-import textwrap
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,48 +21,21 @@ import pytest
 
 from legacy_parser.model import ErrorKind, ParseResult
 from legacy_parser.sandbox import Sandbox, SandboxLimits
-from tests.conftest import parse_workers
-from token_fetcher.config import read_pinball_config
+from tests.helpers import (
+    EXAMPLES,
+    JSON_PARSER,
+    PY_PARSER,
+    json_job,
+    json_schedule,
+    json_workflow,
+    parse_repo,
+    parse_workers,
+    wait_for,
+    write_repo,
+)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BROKEN = EXAMPLES / "broken"
-PY_PARSER = "pinball_ext.workflow.parser.PyWorkflowParser"
-JSON_PARSER = "pinball.parser.repository_config_parser.RepositoryConfigParser"
 HOSTILE_LIMITS = SandboxLimits(timeout_seconds=5, memory_bytes=512 * 1024 * 1024)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0,
-             message: str = "condition") -> object:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.01)
-
-
-def write_repo(root: Path, files: dict[str, str]) -> Path:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return root
-
-
-def parse_case(sandbox: Sandbox, repo: Path, cluster: str) -> ParseResult:
-    setup = read_pinball_config(str(repo / "pinball.yaml"))
-    return sandbox.parse(cluster, str(repo), setup.parser, setup.parser_params,
-                         setup.default_email)
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    box = Sandbox(SandboxLimits(timeout_seconds=30, memory_bytes=1024**3, workers=2))
-    yield box
-    box.close()
 
 
 # --- examples/broken: one case per error kind ---------------------------------------------------
@@ -180,7 +150,7 @@ def test_every_broken_case_is_tested_with_the_kind_cases_md_names():
 @pytest.mark.parametrize("case", sorted(BROKEN_CASES))
 def test_broken_case(sandbox, case):
     good, expected = BROKEN_CASES[case]
-    result = parse_case(sandbox, BROKEN / case, case)
+    result = parse_repo(sandbox, BROKEN / case, case)
     assert [(e.kind, e.workflow, e.job, e.file, e.line) for e in result.errors] == \
         [error[:5] for error in expected]
     for error, (*_, parts) in zip(result.errors, expected, strict=True):
@@ -198,11 +168,11 @@ def test_broken_case(sandbox, case):
 
 
 def test_a_syntax_error_file_is_listed_for_change_detection(sandbox):
-    result = parse_case(sandbox, BROKEN / "syntax_error", "syntax_error")
+    result = parse_repo(sandbox, BROKEN / "syntax_error", "syntax_error")
     assert "syntax_error_workflows/daily.py" in [source.path for source in result.files]
 
 
-# --- stricter than Pinball (PINBALL_FORMAT.md section 6), beyond examples/broken ------------------
+# --- stricter than Pinball (docs/pinball-compatibility.md), beyond examples/broken ------------
 
 STRICT_PYTHON = {
     "strict_defs/__init__.py": "",
@@ -340,30 +310,6 @@ def test_an_unknown_parser_is_a_config_error(sandbox, tmp_path):
     assert "'pinball.parser.OtherParser'" in result.errors[0].message
 
 
-def json_job(workflow: str, job: str, **fields) -> str:
-    config = {
-        "workflow": workflow, "job": job, "is_condition": False,
-        "template": "pinball_ext.job_templates.JobTemplate",
-        "template_params": {"job_repo_dir": "/srv/jobs", "job_import_dirs_config": "jobs.D"},
-        "parents": [], "emails": [], "max_attempts": 1, "retry_delay_sec": 0, "priority": 1,
-    }
-    config.update(fields)
-    return json.dumps(config, indent=4)
-
-
-def json_schedule(workflow: str, **fields) -> str:
-    schedule = {"workflow": workflow, "start_date": "2015-01-01", "time": "06.00.00.000",
-                "recurrence": "1d", "overrun_policy": "SKIP", "emails": []}
-    schedule.update(fields)
-    return json.dumps(schedule, indent=4)
-
-
-def json_workflow(name: str, jobs: dict[str, str], **schedule) -> dict[str, str]:
-    files = {f"workflow/{name}/schedule": json_schedule(name, **schedule)}
-    files.update({f"workflow/{name}/job/{job}": text for job, text in jobs.items()})
-    return files
-
-
 STRICT_JSON: dict[str, str] = {
     "strict_templates.py": '''
         class NotATemplate(object):
@@ -477,7 +423,7 @@ def test_every_hostile_case_is_tested():
 def test_hostile_definition_is_contained(hostile_sandbox, case):
     kind, file, line, part = HOSTILE_CASES[case]
     started = time.monotonic()
-    result = parse_case(hostile_sandbox, BROKEN / "hostile" / case, case)
+    result = parse_repo(hostile_sandbox, BROKEN / "hostile" / case, case)
     elapsed = time.monotonic() - started
     assert result.workflows == ()
     assert [(e.kind, e.cluster, e.workflow, e.job, e.file, e.line) for e in result.errors] == \
@@ -486,13 +432,13 @@ def test_hostile_definition_is_contained(hostile_sandbox, case):
     limit = HOSTILE_LIMITS.timeout_seconds
     assert elapsed < limit + 3 if kind is ErrorKind.TIMEOUT else elapsed < limit
     # The worker is replaced: the same sandbox parses a good repo right after.
-    good = parse_case(hostile_sandbox, EXAMPLES / "python_repo", "example_python")
+    good = parse_repo(hostile_sandbox, EXAMPLES / "python_repo", "example_python")
     assert good.errors == ()
     assert len(good.workflows) == 7
 
 
 def test_the_shims_never_leak_into_the_calling_process(sandbox):
-    result = parse_case(sandbox, EXAMPLES / "python_repo", "example_python")
+    result = parse_repo(sandbox, EXAMPLES / "python_repo", "example_python")
     assert result.errors == ()
     leaked = [name for name in sys.modules
               if name.split(".")[0] in ("pinball", "pinball_ext")]
@@ -548,7 +494,7 @@ def test_a_worker_killed_mid_parse_is_reported_and_replaced(tmp_path):
         assert "SIGKILL" in result.errors[0].message
         wait_for(lambda: not parse_workers(), message="the killed worker to be reaped")
         # the next parse gets a fresh worker
-        good = parse_case(sandbox, EXAMPLES / "python_repo", "example_python")
+        good = parse_repo(sandbox, EXAMPLES / "python_repo", "example_python")
         assert good.errors == ()
         assert len(good.workflows) == 7
     finally:

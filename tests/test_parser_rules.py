@@ -1,4 +1,4 @@
-"""The parser against PINBALL_FORMAT.md, one rule at a time, with exact expected values.
+"""The parser against docs/pinball-compatibility.md, one rule at a time, with exact values.
 
 The bundled example repos are parsed once per module through the real sandbox; rules the
 examples do not exercise use small scratch repos. Expected values are literals worked out
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,11 @@ from legacy_parser.model import (
     from_plain,
     to_plain,
 )
-from legacy_parser.sandbox import Sandbox, SandboxLimits
 from legacy_parser.tokens import run_tokens
-from token_fetcher.config import read_pinball_config
+from tests.helpers import EXAMPLES, JSON_PARSER, PY_PARSER, parse_repo, write_repo
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PYTHON_REPO = EXAMPLES / "python_repo"
 JSON_REPO = EXAMPLES / "json_repo"
-PY_PARSER = "pinball_ext.workflow.parser.PyWorkflowParser"
-JSON_PARSER = "pinball.parser.repository_config_parser.RepositoryConfigParser"
 
 RUN_EPOCH = 1422835201  # 2015-02-02 00:00:01 UTC
 INSTANCE = "1422835201000"
@@ -48,28 +43,15 @@ END_DATE = "2015-02-01"
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    box = Sandbox(SandboxLimits(timeout_seconds=30, memory_bytes=1024**3, workers=2))
-    yield box
-    box.close()
-
-
-def parse_example(sandbox: Sandbox, repo: Path, cluster: str) -> ParseResult:
-    setup = read_pinball_config(str(repo / "pinball.yaml"))
-    return sandbox.parse(cluster, str(repo), setup.parser, setup.parser_params,
-                         setup.default_email)
-
-
-@pytest.fixture(scope="module")
 def py_result(sandbox) -> ParseResult:
-    result = parse_example(sandbox, PYTHON_REPO, "example_python")
+    result = parse_repo(sandbox, PYTHON_REPO, "example_python")
     assert result.errors == ()
     return result
 
 
 @pytest.fixture(scope="module")
 def json_result(sandbox) -> ParseResult:
-    result = parse_example(sandbox, JSON_REPO, "example_json")
+    result = parse_repo(sandbox, JSON_REPO, "example_json")
     assert result.errors == ()
     return result
 
@@ -84,14 +66,6 @@ def job_of(result: ParseResult, workflow: str, job: str):
     found = workflow_of(result, workflow).job(job)
     assert found is not None, f"{workflow} has no job {job}"
     return found
-
-
-def write_repo(root: Path, files: dict[str, str]) -> Path:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return root
 
 
 # A scratch Python repo for the rules the examples do not exercise.
@@ -727,7 +701,7 @@ def test_default_email_follows_the_yaml_value(sandbox, tmp_path):
             default_email: someone-else@example.org
         ''',
     })
-    result = parse_example(sandbox, repo, "mail")
+    result = parse_repo(sandbox, repo, "mail")
     assert result.errors == ()
     assert workflow_of(result, "mailer").notify_emails == ("someone-else@example.org",)
 
@@ -974,7 +948,7 @@ def test_next_run_is_strictly_after_a_run_on_the_grid(py_result):
 def test_two_parses_give_equal_results_and_tokens(sandbox, py_result, json_result):
     for repo, cluster, first in [(PYTHON_REPO, "example_python", py_result),
                                  (JSON_REPO, "example_json", json_result)]:
-        second = parse_example(sandbox, repo, cluster)
+        second = parse_repo(sandbox, repo, cluster)
         assert second.workflows == first.workflows
         assert second.errors == first.errors
         assert second.files == first.files

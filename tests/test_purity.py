@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.conftest import example_clusters, metric, replace_file, scrape, wait_for
+from tests.helpers import example_clusters, metric, replace_file, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import EXAMPLES, example_clusters, rpc_error, wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import EXAMPLES, example_clusters, rpc_error, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"

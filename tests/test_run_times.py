@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import rpc_error
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import rpc_error
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"

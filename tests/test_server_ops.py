@@ -15,22 +15,22 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import (
+from google.protobuf import descriptor_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_reflection.v1alpha import reflection_pb2
+
+from tests.helpers import (
     EXAMPLES,
     blocking_repo,
     example_clusters,
-    health_status,
+    health_at,
     metric,
     parse_workers,
     replace_file,
     rpc_error,
     wait_for,
 )
-from conftest import scrape as scrape_metrics
-from google.protobuf import descriptor_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_reflection.v1alpha import reflection_pb2
-
+from tests.helpers import scrape as scrape_metrics
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY = "example_python"
@@ -48,11 +48,11 @@ def test_health_transitions(start_server, stub_for, tmp_path):
     server = start_server({**example_clusters(), "slow": slow}, wait_ready=False)
     # Listening, but the first load has not finished.
     for service in ("", SERVICE):
-        assert health_status(server, service) == "NOT_SERVING"
-    assert health_status(server, "no.such.Service") == "NOT_FOUND"
+        assert health_at(server.port, service) == "NOT_SERVING"
+    assert health_at(server.port, "no.such.Service") == "NOT_FOUND"
     flag.write_text("go")
     for service in ("", SERVICE):
-        wait_for(lambda service=service: health_status(server, service) == "SERVING",
+        wait_for(lambda service=service: health_at(server.port, service) == "SERVING",
                  message=f"{service or 'overall'} SERVING")
     assert stub_for(server).ListWorkflows(pb.ListWorkflowsRequest(cluster="slow")).total_size == 1
 
@@ -61,13 +61,13 @@ def test_health_transitions(start_server, stub_for, tmp_path):
     stopper = threading.Thread(target=server.stop, kwargs={"grace": 1})
     stopper.start()
     try:
-        wait_for(lambda: health_status(server) == "NOT_SERVING", timeout=1.8,
+        wait_for(lambda: health_at(server.port) == "NOT_SERVING", timeout=1.8,
                  message="NOT_SERVING during the shutdown notice")
     finally:
         stopper.join(30)
     assert not stopper.is_alive()
-    assert health_status(server) in ("NOT_SERVING", "UNAVAILABLE")
-    assert health_status(server, SERVICE) in ("NOT_SERVING", "UNAVAILABLE")
+    assert health_at(server.port) in ("NOT_SERVING", "UNAVAILABLE")
+    assert health_at(server.port, SERVICE) in ("NOT_SERVING", "UNAVAILABLE")
 
 
 # --- shutdown drain ---------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_shutdown_drains_calls_in_flight(start_server, stub_for):
         assert set(calls[:-1]) == {"OK"}, calls
         assert calls[-1] in ("UNAVAILABLE", "CANCELLED"), calls
     assert sum(len(calls) for calls in outcomes) > in_flight_before_stop
-    assert health_status(server) in ("NOT_SERVING", "UNAVAILABLE")
+    assert health_at(server.port) in ("NOT_SERVING", "UNAVAILABLE")
 
 
 def test_shutdown_ends_watch_streams(start_server, stub_for, watch_events):
@@ -150,7 +150,7 @@ def test_stop_during_the_first_load(start_server, tmp_path, monkeypatch):
     assert thread_errors == [], [(e.thread.name, e.exc_value) for e in thread_errors]
     worker.wait(10)  # killed (raises TimeoutExpired otherwise)
     assert parse_workers() == []
-    assert health_status(server) in ("NOT_SERVING", "UNAVAILABLE")
+    assert health_at(server.port) in ("NOT_SERVING", "UNAVAILABLE")
 
 
 def test_pinned_version_from_the_history_during_the_drain(start_server, stub_for, example_copy,
@@ -487,7 +487,7 @@ def test_reflection_disabled(start_server):
             error = rpc_error(lambda call=call: list(call(iter([b""]), timeout=10)))
             assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     # The service itself is unaffected.
-    assert health_status(server, SERVICE) == "SERVING"
+    assert health_at(server.port, SERVICE) == "SERVING"
 
 
 # --- the token-fetcher command ----------------------------------------------------------
@@ -598,7 +598,7 @@ def test_serve_command_port_in_use(start_server, tmp_path, key):
     what = "listen" if key == "listen" else "serve metrics"
     assert f"cannot {what} on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
-    assert health_status(busy) == "SERVING"
+    assert health_at(busy.port) == "SERVING"
 
 
 # --- user code stays in the sandbox -----------------------------------------------------

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import shutil
 import time
 
 import grpc
 import pytest
-from conftest import blocking_repo, example_clusters, health_status, rpc_error, wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import (
+    blocking_repo,
+    example_clusters,
+    health_at,
+    recomputed_fingerprint,
+    rpc_error,
+    wait_for,
+)
 from token_fetcher import __version__
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
@@ -38,18 +44,6 @@ def utc(*fields: int) -> int:
 
 def stamp(seconds: int, nanos: int = 0) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
-
-
-def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
-    """The fingerprint as the architecture defines it: the spec's bytes without next_run_time
-    and source positions."""
-    copy = pb.WorkflowSpec()
-    copy.CopyFrom(spec)
-    copy.schedule.ClearField("next_run_time")
-    copy.ClearField("source")
-    for job in copy.jobs:
-        job.ClearField("source")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 @pytest.fixture(scope="module")
@@ -803,8 +797,8 @@ def test_unavailable_while_loading(start_server, stub_for, tmp_path, watch_event
         assert "'slow'" in error.details() and "loading" in error.details()
     info = {c.name: c for c in stub.GetServerInfo(pb.GetServerInfoRequest()).clusters}
     assert info["slow"].state == pb.LOAD_STATE_LOADING
-    assert health_status(server) == "NOT_SERVING"
-    assert health_status(server, "token_fetcher.v1.TokenFetcher") == "NOT_SERVING"
+    assert health_at(server.port) == "NOT_SERVING"
+    assert health_at(server.port, "token_fetcher.v1.TokenFetcher") == "NOT_SERVING"
     # Watching one loading cluster is refused; watching every cluster is not, and tells
     # of the workflows the first load brings.
     error = rpc_error(lambda: list(stub.WatchWorkflows(pb.WatchWorkflowsRequest(cluster="slow"),
@@ -817,8 +811,8 @@ def test_unavailable_while_loading(start_server, stub_for, tmp_path, watch_event
     [added] = watch.take(lambda e: e.cluster == "slow")
     assert (added.type, added.workflow, added.old_fingerprint) == (
         pb.WorkflowEvent.TYPE_ADDED, "slow_daily", "")
-    wait_for(lambda: health_status(server) == "SERVING", message="SERVING")
-    assert health_status(server, "token_fetcher.v1.TokenFetcher") == "SERVING"
+    wait_for(lambda: health_at(server.port) == "SERVING", message="SERVING")
+    assert health_at(server.port, "token_fetcher.v1.TokenFetcher") == "SERVING"
     response = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster="slow",
                                                               workflow="slow_daily"))
     assert [job.name for job in response.spec.jobs] == ["final", "work"]

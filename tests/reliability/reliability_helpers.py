@@ -8,7 +8,6 @@ condition until a deadline.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import os
 import re
@@ -23,15 +22,11 @@ from pathlib import Path
 import grpc
 import psutil
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import blocking_repo as gated_repo  # noqa: F401 - re-exported
-from tests.conftest import metric, parse_workers, scrape, wait_for  # noqa: F401 - re-exported
+from tests.helpers import EXAMPLES, health, parse_workers, recomputed_fingerprint, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 PY = "example_python"
 JS = "example_json"
@@ -67,17 +62,6 @@ def replace_atomically(path: Path, data: str | bytes) -> None:
     os.replace(temp, path)
 
 
-def recomputed_fingerprint(spec: pb.WorkflowSpec) -> str:
-    """The fingerprint as docs/architecture.md defines it."""
-    copy = pb.WorkflowSpec()
-    copy.CopyFrom(spec)
-    copy.schedule.ClearField("next_run_time")
-    copy.ClearField("source")
-    for job in copy.jobs:
-        job.ClearField("source")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
-
-
 # --- metrics ------------------------------------------------------------------------------
 
 
@@ -88,15 +72,6 @@ def codes_counted(samples) -> set[str]:
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def health(channel: grpc.Channel, service: str = "") -> str:
-    try:
-        response = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5)
-    except grpc.RpcError as error:
-        return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 class ServerProcess:

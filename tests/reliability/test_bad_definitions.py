@@ -27,12 +27,11 @@ from hypothesis import strategies as st
 from legacy_parser.cluster import JSON_PARSER, PYTHON_PARSER
 from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
 from legacy_parser.sandbox import Sandbox, SandboxLimits
+from tests.helpers import EXAMPLES, health, parse_workers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
 from token_fetcher.server import TokenFetcherServer
-
-from .reliability_helpers import EXAMPLES, health, parse_workers
 
 K = pb.ErrorKind
 GEN_JSON, GEN_PY = "gen_json", "gen_python"
@@ -664,7 +663,9 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_watch(start_server, stub
     """A folder name that is not UTF-8 (os.listdir gives it back with a lone surrogate)
     used to raise in the catalog's file watch: Reload answered INTERNAL, and the poll thread
     died, so that no change was ever noticed again, on any cluster."""
-    from .reliability_helpers import JS, cluster_from_yaml, copy_example, wait_for
+    from tests.helpers import wait_for
+
+    from .reliability_helpers import JS, cluster_from_yaml, copy_example
 
     repo = copy_example(tmp_path, "json_repo")
     stub = stub_for(start_server({JS: cluster_from_yaml(repo)}))

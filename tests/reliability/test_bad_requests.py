@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import health, scrape
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import TokenFetcherClient, Unavailable
@@ -25,7 +26,7 @@ from token_fetcher.migration import MigrationMetadata
 from token_fetcher.request_checks import MAX_EPOCH, MIN_EPOCH
 from token_fetcher.server import SERVICE, TokenFetcherServer
 
-from .reliability_helpers import JS, PY, codes_counted, health, scrape
+from .reliability_helpers import JS, PY, codes_counted
 
 Code = grpc.StatusCode
 INVALID, NOT_FOUND = Code.INVALID_ARGUMENT, Code.NOT_FOUND
@@ -36,7 +37,9 @@ MEGABYTE = 1_000_000
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """One server over the bundled examples for this module's read-only requests."""
-    from .reliability_helpers import EXAMPLES, cluster_from_yaml
+    from tests.helpers import EXAMPLES
+
+    from .reliability_helpers import cluster_from_yaml
 
     base = tmp_path_factory.mktemp("bad-requests")
     config = parse_config({

@@ -19,18 +19,12 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import metric, wait_for
 from tests.test_dynamic_layouts import CLUSTER as TEAM
 from tests.test_dynamic_layouts import team_repo
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
-from .reliability_helpers import (
-    PY,
-    copy_example,
-    metric,
-    python_cluster_inline,
-    replace_atomically,
-    wait_for,
-)
+from .reliability_helpers import PY, copy_example, python_cluster_inline, replace_atomically
 
 RUN = Timestamp(seconds=1577944800)  # 2020-01-02 06:00 UTC, a daily_reporting run
 OK, STALE, BROKEN = pb.PARSE_STATUS_OK, pb.PARSE_STATUS_STALE, pb.PARSE_STATUS_BROKEN

@@ -31,6 +31,7 @@ import psutil
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import EXAMPLES, FakeClock, metric, parse_workers, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import TokenFetcherClient, Unavailable
@@ -38,18 +39,13 @@ from token_fetcher.history import VersionHistory
 from token_fetcher.migration import MigrationMetadata
 
 from .reliability_helpers import (
-    EXAMPLES,
     JS,
     PY,
     cluster_from_yaml,
     copy_example,
     free_port_below_ephemeral_range,
-    metric,
-    parse_workers,
     python_cluster_inline,
     replace_atomically,
-    scrape,
-    wait_for,
 )
 
 RUN = Timestamp(seconds=1577944800)  # 2020-01-02 06:00 UTC
@@ -557,14 +553,6 @@ def _cwd(process: psutil.Process) -> str:
 
 
 # --- the server killed and restarted under a client -----------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _fresh(client: TokenFetcherClient):

@@ -22,18 +22,10 @@ import psutil
 import pytest
 
 from legacy_parser.sandbox import NAMESPACE_LAYERS, Sandbox, SandboxLimits
+from tests.helpers import EXAMPLES, ROOT, health, metric, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
-from .reliability_helpers import (
-    EXAMPLES,
-    PY,
-    ROOT,
-    copy_example,
-    health,
-    metric,
-    python_cluster_inline,
-    wait_for,
-)
+from .reliability_helpers import PY, copy_example, python_cluster_inline
 
 ATTACKER = "attacker"
 SECRET_NAME = "TOKEN_FETCHER_TEST_SECRET"

@@ -9,28 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+from tests.helpers import EXAMPLES, blocking_repo, health, metric, scrape, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import DEFAULT_MAX_MESSAGE_BYTES, TokenFetcherClient, TokenFetcherError
 from token_fetcher.config import ServerConfig
 
-from .reliability_helpers import (
-    EXAMPLES,
-    PY,
-    cluster_from_yaml,
-    gated_repo,
-    health,
-    metric,
-    scrape,
-    wait_for,
-)
+from .reliability_helpers import PY, cluster_from_yaml
 
 RUN = {"seconds": 1577944800}
 SPEC = pb.GetWorkflowSpecRequest(cluster=PY, workflow="daily_reporting")
 
 
 def test_overload_is_refused_at_once_not_queued(start_server, tmp_path):
-    slow, flag = gated_repo(tmp_path)
+    slow, flag = blocking_repo(tmp_path)
     server = start_server({PY: cluster_from_yaml(EXAMPLES / "python_repo"), "slow": slow},
                           wait_ready=False, max_concurrent_rpcs=2,
                           sandbox={"timeout_seconds": 60})
@@ -63,7 +55,7 @@ def test_overload_is_refused_at_once_not_queued(start_server, tmp_path):
 
 
 def test_health_is_answered_while_every_service_thread_is_busy(start_server, tmp_path):
-    slow, flag = gated_repo(tmp_path)
+    slow, flag = blocking_repo(tmp_path)
     server = start_server({PY: cluster_from_yaml(EXAMPLES / "python_repo"), "slow": slow},
                           wait_ready=False, server_threads=1, max_watches=1,
                           sandbox={"timeout_seconds": 60})

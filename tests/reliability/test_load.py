@@ -21,18 +21,11 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.helpers import wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 
-from .reliability_helpers import (
-    JS,
-    PY,
-    Consistency,
-    Inconsistent,
-    cluster_from_yaml,
-    copy_example,
-    wait_for,
-)
+from .reliability_helpers import JS, PY, Consistency, Inconsistent, cluster_from_yaml, copy_example
 
 SOAK_SECONDS = float(os.environ.get("TOKEN_FETCHER_SOAK_SECONDS", "60"))
 WINDOW = 10.0  # RSS is compared between the first and the last WINDOW seconds

@@ -15,20 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.helpers import EXAMPLES, ROOT, health
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client import TokenFetcherClient, Unavailable
 from token_fetcher.config import DEFAULT_LISTEN, DEFAULT_METRICS, ServerConfig, parse_config
 
-from .reliability_helpers import (
-    EXAMPLES,
-    JS,
-    PY,
-    ROOT,
-    Authority,
-    client_credentials,
-    cluster_from_yaml,
-    health,
-)
+from .reliability_helpers import JS, PY, Authority, client_credentials, cluster_from_yaml
 
 SPEC = pb.GetWorkflowSpecRequest(cluster=PY, workflow="daily_reporting")
 

@@ -16,12 +16,13 @@ import sys
 
 import pytest
 
+from tests.helpers import EXAMPLES
 from token_fetcher.cli import server_commands
 
-from .reliability_helpers import BIN, EXAMPLES, PY, cluster_from_yaml
+from .reliability_helpers import BIN, PY, cluster_from_yaml
 
 STOP_ROUNDS = 8
-CONFIG = {"clusters": {PY: cluster_from_yaml(EXAMPLES / "python_repo")}, "metrics": None,
+CONFIG = {"clusters": {PY: cluster_from_yaml(EXAMPLES / "python_repo")}, "metrics": "",
           "shutdown_grace_seconds": 2}
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow_helpers import wait_for, write_migration
+from airflow_helpers import write_migration
 
+from tests.helpers import wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME
 from token_fetcher.airflow.bundle import TokenFetcherDagBundle

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
+from tests.helpers import wait_for
 from token_fetcher.airflow.operators import MigratedJobOperator
 
-RUN_TIME = datetime(2015, 2, 2, 0, 0, 1, tzinfo=UTC)  # PINBALL_FORMAT section 5's example
+# The end_date example of docs/pinball-compatibility.md.
+RUN_TIME = datetime(2015, 2, 2, 0, 0, 1, tzinfo=UTC)
 
 
 def operator(segments, tmp_path, **kwargs) -> MigratedJobOperator:
@@ -62,10 +64,8 @@ def test_the_process_group_is_stopped_when_the_task_is_killed(tmp_path):
     thread = threading.Thread(target=run)
     thread.start()
     pid_file = tmp_path / "child.pid"
-    deadline = datetime.now(UTC).timestamp() + 10
-    while not (pid_file.exists() and pid_file.read_text().strip()):
-        assert datetime.now(UTC).timestamp() < deadline, "the command did not start"
-        threading.Event().wait(0.02)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10,
+             message="the command to start")
     op.on_kill()
     thread.join(timeout=15)
     assert not thread.is_alive()
@@ -73,10 +73,7 @@ def test_the_process_group_is_stopped_when_the_task_is_killed(tmp_path):
     # The background child got the signal too: gone, or a zombie waiting for a reaper.
     child = int(pid_file.read_text())
     stat = Path(f"/proc/{child}/stat")
-    deadline = datetime.now(UTC).timestamp() + 10
-    while _state(stat) not in ("gone", "Z"):
-        assert datetime.now(UTC).timestamp() < deadline, "the child is still running"
-        threading.Event().wait(0.02)
+    wait_for(lambda: _state(stat) in ("gone", "Z"), 10, message="the child to stop")
 
 
 def _state(stat: Path) -> str:

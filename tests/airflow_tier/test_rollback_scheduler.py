@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from airflow_helpers import (
     bundle_deployment_env,
-    free_port,
     prepare_home,
     query,
     start_deployment,
     wait_alive,
 )
 
+from tests.helpers import free_port
 from token_fetcher.cli import main as token_fetcher
 from token_fetcher.migration_record import read_records
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 from airflow_helpers import Processes, airflow_env, migrate_db, prepare_home
 
 # Without Airflow (the main venv's `make test`) this tier is not collected at all.
-# Asked of the installed distributions, not the import system: with tests/ on sys.path,
-# `airflow` would also resolve to this folder as a namespace package.
+# Asked of the installed distributions: importing Airflow here would read its
+# configuration before AIRFLOW_HOME is set below.
 try:
     importlib.metadata.distribution("apache-airflow-core")
     AIRFLOW_INSTALLED = True
@@ -30,24 +29,6 @@ except importlib.metadata.PackageNotFoundError:
 collect_ignore_glob = [] if AIRFLOW_INSTALLED else ["test_*.py"]
 
 _SESSION_HOME = Path(tempfile.gettempdir()) / f"tf-airflow-{os.getpid()}"
-
-
-_ROOT_CONFTEST = (Path(__file__).resolve().parent.parent / "conftest.py").resolve()
-
-
-def pytest_plugin_registered(plugin, manager) -> None:
-    """Give ``conftest`` back to tests/conftest.py.
-
-    Test modules elsewhere do ``from conftest import ...``; without a package, pytest
-    imports every conftest.py under the module name ``conftest``, so after this file is
-    loaded that name would point here. This hook runs as soon as this file is
-    registered (it is historic) and puts the root conftest back in sys.modules.
-    """
-    for candidate in manager.get_plugins():
-        path = getattr(candidate, "__file__", None)
-        if path and Path(path).resolve() == _ROOT_CONFTEST:
-            sys.modules["conftest"] = candidate
-            return
 
 
 # The in-process Airflow of this session.

@@ -27,7 +27,6 @@ from airflow_helpers import (
     dag_runs,
     finished_runs,
     first_run_at_its_gate,
-    free_port,
     prepare_home,
     query,
     start_deployment,
@@ -35,6 +34,7 @@ from airflow_helpers import (
     write_migration,
 )
 
+from tests.helpers import free_port
 from token_fetcher.airflow import PROBLEMS_FILE_NAME
 from token_fetcher.airflow.dags import STALE_TAG
 

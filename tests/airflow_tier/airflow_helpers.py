@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -85,12 +84,6 @@ def write_loader(folder: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Processes:
     """Long-running Airflow components started by a test; all stopped at the end."""
 
@@ -140,18 +133,6 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 # --- a whole Airflow (api-server, dag-processor, scheduler) with the versioned bundle ---

@@ -15,13 +15,14 @@ from airflow_helpers import (
     bundle_deployment_env,
     finished_runs,
     first_run_at_its_gate,
-    free_port,
     prepare_home,
     query,
     start_deployment,
     wait_alive,
     write_migration,
 )
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 

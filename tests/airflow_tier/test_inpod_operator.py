@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
-from conftest import wait_for
 
+from tests.helpers import validate_strict, wait_for
 from token_fetcher.airflow.inpod import InPodSettings
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.inpod import runner
@@ -137,7 +137,6 @@ def test_a_condition_is_met_by_exit_zero_only(tmp_path, handover_dir):
 def test_the_pod_override_merges_into_the_template_and_validates(tmp_path, handover_dir):
     from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
     from kubernetes.client import ApiClient
-    from test_inpod_deploy import validate_strict
 
     op = job(tmp_path, handover_dir, ["echo ok"])
     op.execute({"data_interval_end": RUN_TIME, "run_id": "scheduled__1"})
