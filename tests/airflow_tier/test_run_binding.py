@@ -52,7 +52,7 @@ WORKFLOWS['binding_check'] = _WC(
                  overrun_policy=_OP.DELAY))
 """
 
-DEADLINE = 300  # seconds for the whole scenario; typically about a minute
+DEADLINE = 240  # seconds for the whole scenario (typically about a minute), below pytest-timeout
 
 
 def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
