@@ -1,4 +1,4 @@
-"""Bundle manifests of the Airflow integration without Airflow (token_fetcher.airflow.layouts
+"""Bundle manifests of the Airflow integration without Airflow (token_fetcher.airflow.manifest
 imports none): the version is the layouts and nothing else, the store is pruned, and the
 problems file raises the problems.
 """
@@ -16,14 +16,14 @@ import pytest
 from tests.helpers import example_clusters, replace_file, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import problems_file_text
-from token_fetcher.airflow.layouts import (
+from token_fetcher.airflow.loader import MigratedWorkflowProblems
+from token_fetcher.airflow.manifest import (
     MANIFEST_FILE_NAME,
     Manifest,
-    Problem,
     build_manifest,
     prune_store,
 )
-from token_fetcher.airflow.loader import MigratedWorkflowProblems
+from token_fetcher.airflow.problems import Problem
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import MigrationMetadata, write_metadata
 

@@ -19,8 +19,8 @@ from token_fetcher.airflow import (
     loader_file_text,
     loader_files,
 )
-from token_fetcher.airflow.layouts import build_manifest
 from token_fetcher.airflow.loader import load_layouts
+from token_fetcher.airflow.manifest import build_manifest
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.cli import airflow_commands
 from token_fetcher.client import TokenFetcherClient

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from token_fetcher.airflow import layouts
+from token_fetcher.airflow import manifest as manifests
 from token_fetcher.migration import (
     MetadataError,
     MigrationMetadata,
@@ -134,10 +134,10 @@ def test_two_partitions_build_disjoint_manifests(start_server, tmp_path: Path) -
     dag_ids = {}
     for name in ("a", "b"):
         output = tmp_path / f"{name}.json"
-        assert layouts._main(["--migrations-dir", str(folder), "--target",
-                              f"127.0.0.1:{server.port}", "--output", str(output),
-                              "--partition", name, "--partitions", "a,b"]) == 0
-        manifest = layouts.Manifest.read(output)
+        assert manifests._main(["--migrations-dir", str(folder), "--target",
+                                f"127.0.0.1:{server.port}", "--output", str(output),
+                                "--partition", name, "--partitions", "a,b"]) == 0
+        manifest = manifests.Manifest.read(output)
         assert manifest.problems == ()
         dag_ids[name] = {layout.dag_id for layout in manifest.layouts}
     assert dag_ids["a"].isdisjoint(dag_ids["b"])

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cachetools
 
@@ -58,7 +58,9 @@ class Version:
     spec: pb.WorkflowSpec  # without next_run_time; never mutated
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity: an unchanged workflow keeps its Entry across parses
+# (see _merge), so the service can key the answers it builds from one on it.
+@dataclass(frozen=True, eq=False)
 class Entry:
     name: str
     status: Status
@@ -66,8 +68,6 @@ class Entry:
     errors: tuple[model.WorkflowError, ...]
     # The layout changed between two parses that read the same files (see _merge).
     dynamic: bool = False
-    # Serialized answers built from this entry, owned by the service.
-    responses: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,14 @@ class ReloadOutcome:
     changes: tuple[Change, ...]
 
 
+# How many changes a watcher may fall behind before its watch ends.
+WATCH_QUEUE_CAPACITY = 10000
+
+
 class Subscription:
     """A watcher's queue of changes; ``overflowed`` when it fell too far behind."""
 
-    def __init__(self, cluster: str, capacity: int = 10000) -> None:
+    def __init__(self, cluster: str, capacity: int = WATCH_QUEUE_CAPACITY) -> None:
         self.cluster = cluster
         self.queue: queue.Queue[Change | None] = queue.Queue(capacity)
         self.overflowed = False
@@ -348,7 +352,7 @@ class Catalog:
             self._reset_watch(cluster, result, extra_watch, before)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
-            self.metrics.record_load(snapshot, result, changes)
+            _record_load(self.metrics, snapshot, result, changes)
             self._parsed_at[name] = time.monotonic()
         _log_load(previous, snapshot, changes, time.monotonic() - started)
         self._publish(changes)
@@ -613,6 +617,22 @@ def _failed_entry(previous: ClusterSnapshot, restored: Mapping[str, Version], na
     good = old.version if old is not None else restored.get(name)
     return Entry(name, Status.STALE if good else Status.BROKEN, good, errors,
                  old is not None and old.dynamic)
+
+
+def _record_load(metrics: ServerMetrics, snapshot: ClusterSnapshot, result: model.ParseResult,
+                 changes: Iterable[Change]) -> None:
+    metrics.record_load(
+        snapshot.name,
+        parse_seconds=result.duration_seconds,
+        error_kinds=[error.kind.value for error in result.errors],
+        workflows={status.name.lower(): snapshot.count(status) for status in Status},
+        dynamic_workflows=snapshot.dynamic_count,
+        dynamic_changes=sum(1 for change in changes
+                            if change.type == pb.WorkflowEvent.TYPE_DYNAMIC),
+        last_success=snapshot.last_success,
+        snapshot_bytes=sum(entry.version.spec.ByteSize() for entry in snapshot.entries.values()
+                           if entry.version is not None),
+    )
 
 
 def _served(snapshot: ClusterSnapshot) -> dict[str, str]:

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from token_fetcher._proto.token_fetcher_pb2 import WorkflowEvent
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from legacy_parser.model import ParseResult
-    from token_fetcher.catalog import Change, ClusterSnapshot
 
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -65,22 +57,20 @@ class ServerMetrics:
                                     "one this host cannot give (sandbox.isolation: best_effort)",
                                     ["layer"], registry=r)
 
-    def record_load(self, snapshot: ClusterSnapshot, result: ParseResult,
-                    changes: Iterable[Change]) -> None:
-        from token_fetcher.catalog import Status
-
-        name = snapshot.name
-        self.parse_duration.labels(name).observe(result.duration_seconds)
-        self.parses.labels(name).inc()
-        for error in result.errors:
-            self.parse_errors.labels(name, error.kind.value).inc()
-        for status in Status:
-            self.workflows.labels(name, status.name.lower()).set(snapshot.count(status))
-        self.dynamic_workflows.labels(name).set(snapshot.dynamic_count)
-        self.dynamic_changes.labels(name).inc(
-            sum(1 for change in changes if change.type == WorkflowEvent.TYPE_DYNAMIC))
-        if snapshot.last_success is not None:
-            self.last_success.labels(name).set(snapshot.last_success)
-        self.snapshot_bytes.labels(name).set(sum(
-            entry.version.spec.ByteSize() for entry in snapshot.entries.values()
-            if entry.version is not None))
+    def record_load(self, cluster: str, *, parse_seconds: float, error_kinds: Iterable[str],
+                    workflows: Mapping[str, int], dynamic_workflows: int,
+                    dynamic_changes: int, last_success: float | None,
+                    snapshot_bytes: int) -> None:
+        """One parse of ``cluster``: ``error_kinds`` has one item per error found,
+        ``workflows`` counts the workflows served by parse status ("ok", "stale", ...)."""
+        self.parse_duration.labels(cluster).observe(parse_seconds)
+        self.parses.labels(cluster).inc()
+        for kind in error_kinds:
+            self.parse_errors.labels(cluster, kind).inc()
+        for status, count in workflows.items():
+            self.workflows.labels(cluster, status).set(count)
+        self.dynamic_workflows.labels(cluster).set(dynamic_workflows)
+        self.dynamic_changes.labels(cluster).inc(dynamic_changes)
+        if last_success is not None:
+            self.last_success.labels(cluster).set(last_success)
+        self.snapshot_bytes.labels(cluster).set(snapshot_bytes)

@@ -16,16 +16,18 @@ processor partition that serves the workflow (token_fetcher.partitions).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from legacy_parser.schedule import last_run_at_or_before, next_run_after
+from token_fetcher.files import atomic_write_text, fsync_directory
+
+if TYPE_CHECKING:
+    from token_fetcher._proto import token_fetcher_pb2 as pb
 
 __all__ = [
     "Discovery",
@@ -40,6 +42,7 @@ __all__ = [
     "parse_metadata",
     "read_metadata",
     "rollback_handover",
+    "schedule_handover",
     "write_metadata",
 ]
 
@@ -422,6 +425,17 @@ def handover(reference: int, recurrence: int, migration_epoch: int) -> Handover:
     )
 
 
+def schedule_handover(
+    message: pb.WorkflowSpec | pb.WorkflowSummary, migration_epoch: int
+) -> Handover | None:
+    """The handover on the grid of a spec's or a summary's ``schedule``; None when it has
+    no usable one (no schedule, or a recurrence that is not positive)."""
+    schedule = message.schedule
+    if not message.HasField("schedule") or schedule.recurrence_seconds <= 0:
+        return None
+    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds, migration_epoch)
+
+
 @dataclass(frozen=True)
 class Rollback:
     """Where Airflow stops and Pinball resumes after a rollback, in UTC epoch seconds.
@@ -474,38 +488,5 @@ def write_metadata(folder: str | os.PathLike[str], metadata: MigrationMetadata) 
             )
     target = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
     atomic_write_text(target, metadata.to_json() + "\n")
-    _fsync_directory(os.path.dirname(target))
+    fsync_directory(os.path.dirname(target))
     return target
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
-
-    The temporary file is hidden and not ``*.json``, so a concurrent discover_metadata()
-    never reads it.
-    """
-    directory, name = os.path.split(os.fspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp() makes the file 0600; the scheduler may run as another user.
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; best effort, not every platform allows it.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

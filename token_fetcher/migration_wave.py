@@ -19,9 +19,9 @@ from token_fetcher.migration import (
     Handover,
     MetadataError,
     MigrationMetadata,
-    handover,
     metadata_path,
     read_metadata,
+    schedule_handover,
 )
 from token_fetcher.migration_record import format_time
 
@@ -85,12 +85,10 @@ def _classify(summary: pb.WorkflowSummary, metadata: MigrationMetadata, folder: 
         messages = (" ".join(error.message.split()) for error in summary.errors)
         candidate.notes = [f"broken: {message}" for message in messages] or ["broken"]
         return candidate
-    schedule = summary.schedule
-    if not summary.HasField("schedule") or schedule.recurrence_seconds <= 0:
+    candidate.handover = schedule_handover(summary, metadata.migration_epoch)
+    if candidate.handover is None:
         candidate.status, candidate.notes = "blocked", ["no usable schedule"]
         return candidate
-    candidate.handover = handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
-                                  metadata.migration_epoch)
     existing = metadata_path(folder, metadata.cluster_name, metadata.workflow_name)
     problem = existing_problem(folder, metadata, force)
     if problem:
@@ -104,8 +102,8 @@ def _classify(summary: pb.WorkflowSummary, metadata: MigrationMetadata, folder: 
                                "version is migrated")
     if summary.dynamic:
         candidate.notes.append("dynamic: its layout changes between parses of the same files")
-    if schedule.overrun_policy in _OVERRUN_CAVEATS:
-        candidate.notes.append(_OVERRUN_CAVEATS[schedule.overrun_policy])
+    if summary.schedule.overrun_policy in _OVERRUN_CAVEATS:
+        candidate.notes.append(_OVERRUN_CAVEATS[summary.schedule.overrun_policy])
     if candidate.notes:
         candidate.status = "caveats"
     return candidate

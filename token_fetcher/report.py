@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from html import escape
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.migration import (
-    MigrationMetadata,
-    atomic_write_text,
-    handover,
-    rollback_handover,
-)
+from token_fetcher.files import atomic_write_text
+from token_fetcher.migration import MigrationMetadata, handover, rollback_handover
 from token_fetcher.migration_record import Record, format_time
 
 __all__ = ["STATUSES", "Report", "Row", "build_report", "render_html", "write_html"]

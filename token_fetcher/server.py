@@ -26,7 +26,8 @@ from token_fetcher.catalog import Catalog
 from token_fetcher.config import ServerConfig
 from token_fetcher.history import VersionHistory
 from token_fetcher.metrics import ServerMetrics
-from token_fetcher.service import Failure, TokenFetcherService
+from token_fetcher.request_checks import Failure
+from token_fetcher.service import TokenFetcherService
 
 log = logging.getLogger(__name__)
 

@@ -8,109 +8,41 @@ status codes at the edge (see ``server``).
 
 from __future__ import annotations
 
-import base64
 import bisect
 import threading
 import time
+import weakref
 
 import cachetools
 import grpc
 
-from legacy_parser.limits import name_problem
 from legacy_parser.sandbox import Isolation
-from legacy_parser.schedule import is_on_grid, last_run_at_or_before, next_run_after
+from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.catalog import Catalog, ClusterSnapshot, Entry, LoadState, Status, Version
+from token_fetcher.catalog import (
+    WATCH_QUEUE_CAPACITY,
+    Catalog,
+    ClusterSnapshot,
+    Entry,
+    LoadState,
+    Status,
+    Version,
+)
 from token_fetcher.migration import handover
+from token_fetcher.request_checks import (
+    Failure,
+    after_token,
+    check_name,
+    check_scheduled,
+    check_time,
+    invalid,
+    page_token,
+)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 10000
-# Far longer than the token of any name a request may carry (512 characters): a longer
-# one was not issued by this server, and is refused before it is decoded.
-MAX_PAGE_TOKEN_LENGTH = 16384
-# Run times the job runner's end_date can express (years 1 to 9999).
-MIN_EPOCH = -62135596800 + 86400
-MAX_EPOCH = 253402300799
-
-
-class Failure(Exception):
-    """A request that cannot be answered: a status code and a message saying why."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> Failure:
-    return Failure(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def check_name(value: str, what: str, required: bool = True) -> str:
-    if not value:
-        if required:
-            raise _invalid(f"{what} is required")
-        return value
-    problem = name_problem(value)
-    if problem:
-        raise _invalid(f"{what} {problem}")
-    return value
-
-
-def check_time(stamp, what: str, present: bool) -> int:
-    if not present:
-        raise _invalid(f"{what} is required")
-    if stamp.nanos:
-        raise _invalid(f"{what} must be whole seconds, got {stamp.nanos} nanoseconds")
-    if not MIN_EPOCH <= stamp.seconds <= MAX_EPOCH:
-        raise _invalid(f"{what} {stamp.seconds} s is outside years 0001 to 9999")
-    return stamp.seconds
-
-
-def check_scheduled(version: Version, run_epoch: int, name: str) -> None:
-    """A run time must be one of the schedule's runs (a manual run skips this check):
-    rendered tokens for any other time name a run that never happens."""
-    schedule = version.workflow.schedule
-    reference, every = schedule.reference_epoch, schedule.recurrence_seconds
-    if is_on_grid(reference, every, run_epoch):
-        return
-
-    def iso(epoch: int) -> str:
-        if not MIN_EPOCH - 86400 <= epoch <= MAX_EPOCH:  # a next run after year 9999
-            return f"{epoch} s after the epoch"
-        return convert.timestamp(epoch).ToJsonString()
-
-    when = f"run_time {iso(run_epoch)} is not a scheduled run of {name}"
-    if run_epoch < reference:
-        where = f"it is before the schedule's reference time; the first run is {iso(reference)}"
-    else:
-        where = (f"the previous run is {iso(last_run_at_or_before(reference, every, run_epoch))}"
-                 f", the next {iso(next_run_after(reference, every, run_epoch))}")
-    raise _invalid(f"{when}: {where} (every {every} s from {iso(reference)}); "
-                   "set manual for a run off the schedule")
-
-
-def _page_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def _after_token(token: str) -> str:
-    # b64decode drops characters outside the alphabet, so "!!!!" would decode to "" and
-    # silently restart the listing: accept only what _page_token gives back exactly.
-    if len(token) > MAX_PAGE_TOKEN_LENGTH:
-        raise _invalid(f"page_token {token[:40]!r}... ({len(token)} characters) is not one "
-                       "this server issued")
-    try:
-        name = base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeError):
-        name = ""
-    if not name or _page_token(name) != token:
-        raise _invalid(f"page_token {token[:40]!r} is not one this server issued")
-    return name
-
-
 class TokenFetcherService:
     def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time,
                  max_watches: int = 32) -> None:
@@ -124,6 +56,9 @@ class TokenFetcherService:
         self.started_at = int(clock())
         self._tokens = cachetools.LRUCache(maxsize=4096)
         self._tokens_lock = threading.Lock()
+        # The answers built from a catalog entry ("spec", "spec_response"), kept while the
+        # catalog serves that entry: an unchanged workflow keeps its entry across parses.
+        self._answers: weakref.WeakKeyDictionary[Entry, dict] = weakref.WeakKeyDictionary()
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -182,18 +117,18 @@ class TokenFetcherService:
         return schedule
 
     def _spec(self, version: Version, entry: Entry | None, now: int) -> pb.WorkflowSpec:
-        """The spec with next_run_time for now, cached on the entry until that run passes."""
+        """The spec with next_run_time for now, kept per entry until that run passes."""
         model_schedule = version.workflow.schedule
         next_run = next_run_after(model_schedule.reference_epoch,
                                   model_schedule.recurrence_seconds, now)
-        cached = entry.responses.get("spec") if entry is not None else None
+        answers = self._answers.setdefault(entry, {}) if entry is not None else {}
+        cached = answers.get("spec")
         if cached is not None and cached[0] == next_run:
             return cached[1]
         spec = pb.WorkflowSpec()
         spec.CopyFrom(version.spec)
         spec.schedule.next_run_time.seconds = next_run
-        if entry is not None:
-            entry.responses["spec"] = (next_run, spec)
+        answers["spec"] = (next_run, spec)
         return spec
 
     # --- RPCs -------------------------------------------------------------------------
@@ -202,11 +137,11 @@ class TokenFetcherService:
         snapshot = self._snapshot(request.cluster)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         if not 0 < page_size <= MAX_PAGE_SIZE:
-            raise _invalid(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got "
+            raise invalid(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got "
                            f"{request.page_size}")
         start = 0
         if request.page_token:
-            start = bisect.bisect_right(snapshot.names, _after_token(request.page_token))
+            start = bisect.bisect_right(snapshot.names, after_token(request.page_token))
         names = snapshot.names[start:start + page_size]
         now = int(self.clock())
         response = pb.ListWorkflowsResponse(
@@ -223,7 +158,7 @@ class TokenFetcherService:
                 summary.job_count = len(entry.version.workflow.jobs)
                 summary.schedule.CopyFrom(self._schedule(entry.version, now))
         if start + page_size < len(snapshot.names):
-            response.next_page_token = _page_token(names[-1])
+            response.next_page_token = page_token(names[-1])
         return response
 
     def GetWorkflowSpec(self, request: pb.GetWorkflowSpecRequest, context):
@@ -241,13 +176,14 @@ class TokenFetcherService:
                                               spec=self._spec(version, None, now),
                                               status=status.value)
         spec = self._spec(version, entry, now)
-        cached = entry.responses.get("spec_response")
+        answers = self._answers.setdefault(entry, {})
+        cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
         answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint, spec=spec,
                                             status=status.value, errors=errors, dynamic=dynamic)
         data = answer.SerializeToString()
-        entry.responses["spec_response"] = (spec, data)
+        answers["spec_response"] = (spec, data)
         return data
 
     def _job_tokens(self, cluster: str, workflow: str, fingerprint: str, run_time,
@@ -327,7 +263,7 @@ class TokenFetcherService:
     def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,
                                context) -> pb.BatchResolveMigrationsResponse:
         if len(request.migrations) > MAX_BATCH:
-            raise _invalid(f"at most {MAX_BATCH} migrations per batch, got "
+            raise invalid(f"at most {MAX_BATCH} migrations per batch, got "
                            f"{len(request.migrations)}")
         response = pb.BatchResolveMigrationsResponse()
         for item in request.migrations:
@@ -362,8 +298,8 @@ class TokenFetcherService:
                 change = subscription.queue.get()
                 if subscription.overflowed:
                     raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  "this watcher fell more than 10000 changes behind; "
-                                  "re-list and watch again")
+                                  f"this watcher fell more than {WATCH_QUEUE_CAPACITY} changes "
+                                  "behind; re-list and watch again")
                 if change is None:
                     return
                 event = pb.WorkflowEvent(

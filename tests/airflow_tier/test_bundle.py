@@ -11,7 +11,7 @@ from tests.helpers import wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME
 from token_fetcher.airflow.bundle import TokenFetcherDagBundle
-from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest
+from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.client import TokenFetcherClient
 
 CLUSTER = "example_python"

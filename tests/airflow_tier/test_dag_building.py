@@ -13,9 +13,10 @@ import pytest
 from airflow.serialization.serialized_objects import DagSerialization
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.airflow import loader, operators
+from token_fetcher.airflow import fast_setattr, loader
 from token_fetcher.airflow.dags import SharedArgs, build_dag
-from token_fetcher.airflow.layouts import Layout, LayoutCache
+from token_fetcher.airflow.layout_cache import LayoutCache
+from token_fetcher.airflow.layouts import Layout
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.migration import MigrationMetadata
@@ -135,10 +136,10 @@ def task_state(task) -> dict:
 
 
 def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
-    # The fast path of _LegacyCommandMixin.__setattr__ is on for the supported Airflow
+    # The fast path of FastTaskSetattr.__setattr__ is on for the supported Airflow
     # (a changed BaseOperator.__setattr__ turns it off: this test then says so)...
-    assert operators._converted(MigratedJobOperator) is not None
-    assert operators._converted(MigratedConditionSensor) is not None
+    assert fast_setattr._converted(MigratedJobOperator) is not None
+    assert fast_setattr._converted(MigratedConditionSensor) is not None
     shared = SharedArgs()
 
     def build():
@@ -150,7 +151,7 @@ def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
 
     fast = build()
     # ... and gives the tasks Airflow's own hook gives.
-    monkeypatch.setattr(operators, "_converted", lambda cls: None)
+    monkeypatch.setattr(fast_setattr, "_converted", lambda cls: None)
     slow = build()
     assert isinstance(fast.task_dict["audit"], MigratedConditionSensor)
     assert DagSerialization.to_dict(fast) == DagSerialization.to_dict(slow)

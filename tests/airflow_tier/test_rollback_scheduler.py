@@ -32,7 +32,7 @@ CLUSTER = "example_python"
 WORKFLOW = "rollback_check"
 DAG_ID = f"{CLUSTER}__{WORKFLOW}"
 DAY = timedelta(days=1)
-DEADLINE = 400  # seconds for the whole scenario
+DEADLINE = 240  # seconds for the whole scenario, below pytest-timeout so a timeout shows the logs
 
 # Daily at midnight UTC; START_NEW lets the catch-up runs go side by side.
 WORKFLOW_SOURCE = """

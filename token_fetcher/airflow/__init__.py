@@ -7,10 +7,13 @@ workflows as DAGs on stock Airflow 3.
 - ``problems_file.py``: the bundle's problems file, whose import error lists the
   migrated workflows that give no DAG;
 - ``loader``: builds one DAG per migration metadata file through the client;
-- ``layouts``: resolved workflows, the on-disk cache of last good layouts, bundle
-  manifests (no Airflow import: also runs in a plain subprocess);
+- ``layouts``, ``layout_cache``, ``resolution``, ``manifest``, ``problems``: resolved
+  workflows, the on-disk cache of last good layouts, resolving metadata files, bundle
+  manifests, what gives no DAG (no Airflow import: the manifest is built in a plain
+  subprocess);
 - ``dags``: a layout -> a DAG (tasks, dependencies, overrun policy);
-- ``operators``: ``MigratedJobOperator`` and ``MigratedConditionSensor``;
+- ``operators``: ``MigratedJobOperator`` and ``MigratedConditionSensor``
+  (``fast_setattr``: the faster attribute hook they build tasks with);
 - ``kubernetes``: the pod spec builder for the Kubernetes mode;
 - ``timetable``: ``PinballTimetable`` (registered by ``plugin.TokenFetcherPlugin``);
 - ``bundle``: ``TokenFetcherDagBundle``, a versioned DAG bundle that binds each DagRun

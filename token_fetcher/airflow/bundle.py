@@ -64,28 +64,15 @@ from token_fetcher.airflow import (
     loader_files,
     problems_file_text,
 )
-from token_fetcher.airflow.layouts import MANIFEST_FILE_NAME, Manifest, prune_store
+from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest, prune_store
 from token_fetcher.airflow.settings import Settings
+from token_fetcher.files import atomic_write_text
 from token_fetcher.partitions import Partitioning
 
 __all__ = ["TokenFetcherDagBundle"]
 
 _log = logging.getLogger(__name__)
 _VERSION_FILE = "TOKEN_FETCHER_VERSION"
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 class TokenFetcherDagBundle(BaseDagBundle):
@@ -173,7 +160,7 @@ class TokenFetcherDagBundle(BaseDagBundle):
         os.close(fd)
         try:
             command = [
-                sys.executable, "-m", "token_fetcher.airflow.layouts",
+                sys.executable, "-m", "token_fetcher.airflow.manifest",
                 "--migrations-dir", settings.migrations_dir,
                 "--target", settings.target,
                 "--output", output,
@@ -211,12 +198,12 @@ class TokenFetcherDagBundle(BaseDagBundle):
             for name, text in (*loaders.items(), (PROBLEMS_FILE_NAME, problems_file_text())):
                 path = self.current_dir / name
                 if not path.exists() or path.read_text(encoding="utf-8") != text:
-                    _write_text(path, text)
+                    atomic_write_text(path, text, durable=False)
             for path in self.current_dir.iterdir():  # another split's loader files
                 if path.name not in loaders and loader_file_share(path.name) is not None:
                     path.unlink()
             os.replace(output, self.current_dir / MANIFEST_FILE_NAME)
-            _write_text(self.current_dir / _VERSION_FILE, version + "\n")
+            atomic_write_text(self.current_dir / _VERSION_FILE, version + "\n", durable=False)
             _log.info(
                 "token-fetcher bundle %s: version %s, %d layout(s), %d problem(s)",
                 self.name,

@@ -40,16 +40,11 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from token_fetcher.airflow.layouts import (
-    MANIFEST_FILE_NAME,
-    Layout,
-    LayoutCache,
-    Manifest,
-    Problem,
-    dag_id_for,
-    problems_from_discovery,
-    resolve_layouts,
-)
+from token_fetcher.airflow.layout_cache import LayoutCache
+from token_fetcher.airflow.layouts import Layout, dag_id_for
+from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest
+from token_fetcher.airflow.problems import Problem, problems_from_discovery
+from token_fetcher.airflow.resolution import resolve_layouts
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
 from token_fetcher.migration import discover_metadata

@@ -31,6 +31,7 @@ from airflow.sdk import BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
 from legacy_parser.schedule import run_end_date
+from token_fetcher.airflow.fast_setattr import FastTaskSetattr, set_own_attributes
 
 __all__ = [
     "MigratedConditionSensor",
@@ -79,127 +80,10 @@ def _add_pod_override(
         kwargs["executor_config"] = executor_config(options or {}, **job)
 
 
-def _set_own_attributes(task: Any, **values: Any) -> None:
-    """Set attributes of our own on a task being built, past ``BaseOperator.__setattr__``.
-
-    That hook converts Airflow's own arguments (``retries``, ``retry_delay``, ...), keeps
-    the recorded init arguments in step and re-resolves XComArg dependencies of template
-    fields set after ``__init__``. None of it applies here: these names have no
-    converter, the init arguments are recorded after ``__init__`` returns, and the task
-    is not instantiated yet. The hook's name lookups cost about 1 us per attribute,
-    for every attribute of every task of every parse.
-    """
-    for name, value in values.items():
-        object.__setattr__(task, name, value)
-
-
-# BaseOperator.__setattr__ as the fast path below was written against (Airflow 3.3):
-#
-#     if converter := getattr(self, f"_convert_{key}", None):
-#         value = converter(value)
-#     super().__setattr__(key, value)
-#     if self.__from_mapped or self._lock_for_execution:
-#         return
-#     if key in self.__init_kwargs:
-#         self.__init_kwargs[key] = value
-#     if self.__instantiated and key in self.template_fields:
-#         self._set_xcomargs_dependency(key, value)
-_SETATTR_NAMES = (
-    "getattr",
-    "super",
-    "__setattr__",
-    "_BaseOperator__from_mapped",
-    "_lock_for_execution",
-    "_BaseOperator__init_kwargs",
-    "_BaseOperator__instantiated",
-    "template_fields",
-    "_set_xcomargs_dependency",
-)
-_CONVERTER_PREFIX = "_convert_"
-# Per task class: the attribute names the fast path leaves to Airflow's hook, or None
-# for no fast path.
-_converted_names: dict[type, frozenset[str] | None] = {}
-
-
-def _converted(cls: type) -> frozenset[str] | None:
-    """The attribute names of ``cls`` that need more than a store in the instance
-    dict (Airflow converts them, or a property or other data descriptor sets them), when
-    the fast path of ``_LegacyCommandMixin.__setattr__`` is valid for ``cls``; else None.
-
-    Valid when Airflow's hook is the one above (same names and constants: a changed hook
-    turns the fast path off, never wrong) and no other class in ``cls``'s MRO defines
-    ``__setattr__``.
-    """
-    try:
-        return _converted_names[cls]
-    except KeyError:
-        pass
-    result: frozenset[str] | None = None
-    hook = BaseOperator.__dict__.get("__setattr__")
-    code = getattr(hook, "__code__", None)
-    hooks = [
-        klass
-        for klass in cls.__mro__
-        if "__setattr__" in klass.__dict__ and klass is not _LegacyCommandMixin
-    ]
-    if (
-        code is not None
-        and code.co_names == _SETATTR_NAMES
-        and _CONVERTER_PREFIX in code.co_consts
-        and hooks == [BaseOperator, object]
-        and all(
-            name in BaseOperator.__dict__
-            for name in ("_BaseOperator__instantiated", "_BaseOperator__from_mapped")
-        )
-        and BaseOperator.__dict__.get("_lock_for_execution") is False
-    ):
-        prefix = len(_CONVERTER_PREFIX)
-        converted = {name[prefix:] for name in dir(cls) if name.startswith(_CONVERTER_PREFIX)}
-        descriptors = {
-            name
-            for klass in cls.__mro__
-            for name, attribute in vars(klass).items()
-            if hasattr(type(attribute), "__set__") or hasattr(type(attribute), "__delete__")
-        }
-        result = frozenset(converted | descriptors)
-    _converted_names[cls] = result
-    return result
-
-
-class _LegacyCommandMixin:
-    """What jobs and conditions share: rendering and running the legacy command."""
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        """``BaseOperator.__setattr__``, faster for a task under construction.
-
-        ``BaseOperator.__init__`` sets some 60 attributes per task through Airflow's
-        hook, which looks up a converter by name and calls ``super()`` for each: about a
-        third of the time Airflow takes to build a task, and so of a parse of thousands
-        of tasks. While a task is being built (not instantiated, not mapped, not locked
-        for execution), an attribute without a converter only needs what the hook does
-        then: set it, and keep the recorded init argument of that name in step. Every
-        other case, and any Airflow whose hook is not the one ``_converted`` checks for,
-        goes through Airflow's hook.
-        """
-        state = self.__dict__
-        init_kwargs = state.get("_BaseOperator__init_kwargs")
-        try:
-            converted = _converted_names[type(self)]
-        except KeyError:
-            converted = _converted(type(self))
-        if (
-            converted is None
-            or init_kwargs is None
-            or key in converted
-            or state.get("_BaseOperator__instantiated")
-            or state.get("_BaseOperator__from_mapped")
-            or state.get("_lock_for_execution")
-        ):
-            super().__setattr__(key, value)
-            return
-        state[key] = value  # neither converted nor a data descriptor: see _converted
-        if key in init_kwargs:
-            init_kwargs[key] = value
+class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
+    """What jobs and conditions share: their arguments, rendering and running the legacy
+    command. An operator class itself, so that Airflow sees its arguments (defaults,
+    recorded init arguments, ``partial``); the sensor's base comes after it."""
 
     cluster: str
     workflow: str
@@ -214,7 +98,7 @@ class _LegacyCommandMixin:
     task_id: str
     _process: subprocess.Popen[str] | None
 
-    def _init_command(
+    def __init__(
         self,
         *,
         cluster: str,
@@ -222,14 +106,19 @@ class _LegacyCommandMixin:
         job: str,
         fingerprint: str,
         command_segments: Sequence[str],
-        runner: str,
-        cwd: str,
-        env: Mapping[str, str] | None,
-        kubernetes: Mapping[str, Any] | None,
+        runner: str = "local",
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        kubernetes: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
+        if runner == "inpod":
+            names = {"cluster": cluster, "workflow": workflow, "job": job}
+            _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
+        super().__init__(**kwargs)
         if runner not in RUNNERS:
             raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-        _set_own_attributes(
+        set_own_attributes(
             self,
             cluster=cluster,
             workflow=workflow,
@@ -334,7 +223,7 @@ class _LegacyCommandMixin:
         )
 
 
-class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
+class MigratedJobOperator(_LegacyCommandBase):
     """Runs one Pinball job's legacy command for the DagRun's scheduled time.
 
     ``warn_timeout_sec`` (Pinball's warn timeout) does not stop the job: when it passes,
@@ -352,40 +241,19 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
     def __init__(
         self,
         *,
-        cluster: str,
-        workflow: str,
-        job: str,
-        fingerprint: str,
-        command_segments: Sequence[str],
-        runner: str = "local",
-        cwd: str = "",
-        env: Mapping[str, str] | None = None,
-        kubernetes: Mapping[str, Any] | None = None,
         warn_timeout_sec: int | None = None,
         warn_timeout_email: bool = False,
         job_emails: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        if runner == "inpod":
-            names = {"cluster": cluster, "workflow": workflow, "job": job}
-            _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
+        """The legacy command's arguments are _LegacyCommandBase's; these three are the
+        warn timeout's; the rest are BaseOperator's."""
         super().__init__(**kwargs)
-        _set_own_attributes(
+        set_own_attributes(
             self,
             job_emails=list(job_emails),
             warn_timeout_sec=warn_timeout_sec,
             warn_timeout_email=warn_timeout_email,
-        )
-        self._init_command(
-            cluster=cluster,
-            workflow=workflow,
-            job=job,
-            fingerprint=fingerprint,
-            command_segments=command_segments,
-            runner=runner,
-            cwd=cwd,
-            env=env,
-            kubernetes=kubernetes,
         )
 
     def execute(self, context: Any) -> None:
@@ -443,42 +311,12 @@ class MigratedJobOperator(_LegacyCommandMixin, BaseOperator):
             self.log.exception("token-fetcher: could not send the warn-timeout email")
 
 
-class MigratedConditionSensor(_LegacyCommandMixin, BaseSensorOperator):
+class MigratedConditionSensor(_LegacyCommandBase, BaseSensorOperator):
     """A Pinball condition: pokes its command every ``poke_interval`` (the condition's
     retry delay) until it exits 0, for at most ``timeout`` (attempts x retry delay)."""
 
     template_fields: Sequence[str] = ("fingerprint",)
     ui_color = "#f5e6c8"
-
-    def __init__(
-        self,
-        *,
-        cluster: str,
-        workflow: str,
-        job: str,
-        fingerprint: str,
-        command_segments: Sequence[str],
-        runner: str = "local",
-        cwd: str = "",
-        env: Mapping[str, str] | None = None,
-        kubernetes: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if runner == "inpod":
-            names = {"cluster": cluster, "workflow": workflow, "job": job}
-            _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
-        super().__init__(**kwargs)
-        self._init_command(
-            cluster=cluster,
-            workflow=workflow,
-            job=job,
-            fingerprint=fingerprint,
-            command_segments=command_segments,
-            runner=runner,
-            cwd=cwd,
-            env=env,
-            kubernetes=kubernetes,
-        )
 
     def poke(self, context: Any) -> bool:
         command = self.command_for(context)

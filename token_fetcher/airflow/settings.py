@@ -34,6 +34,8 @@ kube_working_dir            the container's working directory (the image's)
 kube_image_pull_policy      (IfNotPresent)
 kube_conn_id                Airflow connection of the cluster (the provider's default)
 kube_in_cluster             True / False (the provider's default)
+fast_task_setattr           build tasks through a faster ``BaseOperator.__setattr__``
+                            (True; token_fetcher.airflow.fast_setattr)
 ==========================  =========================================================
 """
 
@@ -45,7 +47,7 @@ from typing import Any
 
 from token_fetcher.client import DEFAULT_TARGET
 
-__all__ = ["KubernetesSettings", "Settings", "MODES", "POKE_MODES"]
+__all__ = ["KubernetesSettings", "Settings", "MODES", "POKE_MODES", "conf_flag"]
 
 SECTION = "token_fetcher"
 MODES = ("local", "kubernetes", "inpod")
@@ -137,6 +139,15 @@ class Settings:
                 continue
             kube[item.name] = _bool(raw) if item.name == "in_cluster" else raw
         return cls(**values, kubernetes=KubernetesSettings(**kube))
+
+
+def conf_flag(key: str, *, default: bool) -> bool:
+    """A boolean key of ``[token_fetcher]`` read on its own (empty or unset: ``default``),
+    for code that runs outside the loader."""
+    from airflow.configuration import conf
+
+    value = conf.get(SECTION, key, fallback=None)
+    return default if value is None or value == "" else _bool(str(value))
 
 
 def _bool(text: str) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import DateTime, from_timestamp
 
-from legacy_parser.schedule import last_run_at_or_before, next_run_after
+from legacy_parser.schedule import next_run_after
 
 __all__ = ["PinballTimetable"]
 
@@ -191,7 +191,3 @@ class PinballTimetable(Timetable):
         Pinball's "run now" renders end_date from the time it was started."""
         seconds = _epoch(run_after)
         return DataInterval.exact(_datetime(seconds))
-
-    def last_legacy_run(self, migration_epoch: int) -> int | None:
-        """The last grid point at or before a migration date (Pinball's last run)."""
-        return last_run_at_or_before(self.reference, self.recurrence, migration_epoch)

@@ -23,6 +23,7 @@ from token_fetcher.airflow import (
     loader_file_text,
     loader_files,
 )
+from token_fetcher.files import atomic_write_text
 from token_fetcher.migration import discover_metadata
 
 __all__ = ["register", "write_loader_command"]
@@ -113,11 +114,7 @@ def write_loader_command(args: argparse.Namespace) -> int:
             if _read(args.directory, file_name) == text:
                 print(f"{target}: up to date")
                 continue
-            temp = os.path.join(args.directory, f".{file_name}.tmp")
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
+            atomic_write_text(target, text, durable=False)
             print(f"wrote {target}")
         for file_name in stale:
             os.unlink(os.path.join(args.directory, file_name))

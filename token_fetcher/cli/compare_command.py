@@ -18,12 +18,12 @@ from typing import Any
 from legacy_parser.equivalence import LoggedCommand, Verdict, compare_commands, parse_log_line
 from legacy_parser.schedule import last_run_at_or_before
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.cli.client_commands import (
+from token_fetcher.cli.connection import (
     CommandError,
     UsageError,
-    _parse_run_time,
-    _run,
     connection_options,
+    parse_run_time,
+    run_client,
 )
 from token_fetcher.client import TokenFetcherClient, TokenFetcherError
 
@@ -56,7 +56,7 @@ def compare_command(args: argparse.Namespace) -> int:
             raise CommandError(f"{bad} of {sum(tally.values())} commands differ or could not "
                                "be compared")
 
-    return _run(args, run)
+    return run_client(args, run)
 
 
 def _entries(args: argparse.Namespace) -> list[tuple[str, LoggedCommand | str]]:
@@ -121,7 +121,7 @@ class CommandComparer:
 
     def _run_time(self, logged: LoggedCommand) -> datetime:
         if logged.run_time:
-            return _parse_run_time(logged.run_time)
+            return parse_run_time(logged.run_time)
         # A token dump names Pinball's instance (when the run was started): the run is the
         # schedule's last grid point at or before it.
         if logged.workflow not in self._schedules:

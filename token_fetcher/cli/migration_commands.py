@@ -21,23 +21,20 @@ from typing import Any
 
 from token_fetcher import report
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.cli.client_commands import (
-    _NO_LEGACY,
+from token_fetcher.cli.connection import (
     EXIT_ERROR,
     EXIT_OK,
     CommandError,
     UsageError,
-    _iso,
-    _run,
     client_parents,
+    run_client,
 )
-from token_fetcher.cli.output import print_fields, print_table
+from token_fetcher.cli.output import NO_LEGACY_RUN, iso_time, print_fields, print_table
 from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
 from token_fetcher.migration import (
     Handover,
     MigrationMetadata,
     discover_metadata,
-    handover,
     metadata_path,
     parse_date,
     read_metadata,
@@ -117,9 +114,9 @@ def migrate_command(args: argparse.Namespace) -> int:
     if args.all == bool(args.workflow):
         return _usage(args, "give --workflow (names or globs) or --all, not both")
     if _is_single(args):
-        return _run(args, lambda client: _migrate_one(client, args))
+        return run_client(args, lambda client: _migrate_one(client, args))
     found: list[Candidate] = []
-    code = _run(args, lambda client: found.extend(_migrate_wave(client, args)))
+    code = run_client(args, lambda client: found.extend(_migrate_wave(client, args)))
     if code == EXIT_OK and any(candidate.status == "blocked" for candidate in found):
         return EXIT_BLOCKED
     return code
@@ -141,9 +138,9 @@ def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
             {
                 "path": path,
                 "fingerprint": migrated.fingerprint,
-                "migration_date": _iso(metadata.migration_epoch),
-                "last_legacy_run": _iso(migrated.handover.last_legacy_run) or None,
-                "first_new_run": _iso(migrated.handover.first_new_run),
+                "migration_date": iso_time(metadata.migration_epoch),
+                "last_legacy_run": iso_time(migrated.handover.last_legacy_run) or None,
+                "first_new_run": iso_time(migrated.handover.first_new_run),
             },
             indent=2,
         ))
@@ -165,7 +162,7 @@ def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[
         print(json.dumps(
             {
                 "cluster": args.cluster,
-                "migration_date": _iso(_epoch(date)),
+                "migration_date": iso_time(_epoch(date)),
                 "dry_run": args.dry_run,
                 "workflows": [_candidate_json(candidate) for candidate in candidates],
             },
@@ -194,10 +191,10 @@ def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
 
 
 def _runs(migrated: MigratedWorkflow) -> Handover:
-    """The handover in epoch seconds, as the record keeps it."""
-    schedule = migrated.spec.schedule
-    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds,
-                    migrated.metadata.migration_epoch)
+    """The client's handover in epoch seconds, as the record keeps it."""
+    last, first = migrated.handover.last_legacy_run, migrated.handover.first_new_run
+    return Handover(last_legacy_run=None if last is None else int(last.timestamp()),
+                    first_new_run=int(first.timestamp()))
 
 
 def _write_migration(folder: str, migrated: MigratedWorkflow) -> str:
@@ -229,7 +226,7 @@ def _print_wave(candidates: Sequence[Candidate], dry_run: bool) -> None:
             status += " (written)"
         elif dry_run and status in ("migratable", "caveats"):
             status += " (dry run)"
-        first = _iso(candidate.handover.first_new_run) if candidate.handover else ""
+        first = iso_time(candidate.handover.first_new_run) if candidate.handover else ""
         rows.append([candidate.workflow, status, first, "; ".join(candidate.notes)])
     print_table(["WORKFLOW", "STATUS", "FIRST AIRFLOW RUN", "NOTES"], rows)
     counts: dict[str, int] = {}
@@ -248,8 +245,8 @@ def _candidate_json(candidate: Candidate) -> dict[str, Any]:
         "written": candidate.written,
         "path": candidate.path or None,
         "fingerprint": candidate.fingerprint or None,
-        "last_legacy_run": _iso(runs.last_legacy_run) or None if runs else None,
-        "first_new_run": _iso(runs.first_new_run) if runs else None,
+        "last_legacy_run": iso_time(runs.last_legacy_run) or None if runs else None,
+        "first_new_run": iso_time(runs.first_new_run) if runs else None,
     }
 
 
@@ -257,7 +254,7 @@ def _candidate_json(candidate: Candidate) -> dict[str, Any]:
 
 
 def rollback_command(args: argparse.Namespace) -> int:
-    return _run(args, lambda client: _rollback(client, args))
+    return run_client(args, lambda client: _rollback(client, args))
 
 
 def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
@@ -270,7 +267,7 @@ def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
     rolled = dataclasses.replace(current, rollback_date=parse_date(args.rollback_date,
                                                                    "--rollback-date"))
     if current.rollback_date is not None and current.rollback_date != rolled.rollback_date:
-        raise CommandError(f"{path} was already rolled back on {_iso(current.rollback_epoch)}")
+        raise CommandError(f"{path} was already rolled back on {iso_time(current.rollback_epoch)}")
     fingerprint, reference, recurrence = _schedule_for_rollback(client, args.metadata_dir,
                                                                 current)
     assert rolled.rollback_epoch is not None
@@ -296,20 +293,20 @@ def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
             {
                 "path": written,
                 "fingerprint": fingerprint,
-                "migration_date": _iso(rolled.migration_epoch),
-                "rollback_date": _iso(rolled.rollback_epoch),
-                "last_new_run": _iso(back.last_new_run) or None,
-                "first_legacy_run": _iso(back.first_legacy_run),
+                "migration_date": iso_time(rolled.migration_epoch),
+                "rollback_date": iso_time(rolled.rollback_epoch),
+                "last_new_run": iso_time(back.last_new_run) or None,
+                "first_legacy_run": iso_time(back.first_legacy_run),
             },
             indent=2,
         ))
         return
     print(f"wrote {written}")
     print_fields([
-        ("migration date", _iso(rolled.migration_epoch)),
-        ("rollback date", _iso(rolled.rollback_epoch)),
-        ("last Airflow run", _iso(back.last_new_run) or _NO_AIRFLOW),
-        ("first Pinball run", _iso(back.first_legacy_run)),
+        ("migration date", iso_time(rolled.migration_epoch)),
+        ("rollback date", iso_time(rolled.rollback_epoch)),
+        ("last Airflow run", iso_time(back.last_new_run) or _NO_AIRFLOW),
+        ("first Pinball run", iso_time(back.first_legacy_run)),
     ])
 
 
@@ -349,12 +346,12 @@ def list_command(args: argparse.Namespace) -> int:
     else:
         rows = [
             [
-                _iso(record.time),
+                iso_time(record.time),
                 record.action,
                 f"{record.cluster}/{record.workflow}",
                 record.user,
-                _iso(record.migration_date),
-                _iso(record.rollback_date),
+                iso_time(record.migration_date),
+                iso_time(record.rollback_date),
                 record.fingerprint[:12],
                 _record_handover(record),
             ]
@@ -369,10 +366,10 @@ def list_command(args: argparse.Namespace) -> int:
 
 def _record_handover(record: Record) -> str:
     if record.action == "migrate":
-        return (f"Pinball to {_iso(record.last_legacy_run) or 'none'}, "
-                f"Airflow from {_iso(record.first_new_run)}")
-    return (f"Airflow to {_iso(record.last_new_run) or 'none'}, "
-            f"Pinball from {_iso(record.first_legacy_run)}")
+        return (f"Pinball to {iso_time(record.last_legacy_run) or 'none'}, "
+                f"Airflow from {iso_time(record.first_new_run)}")
+    return (f"Airflow to {iso_time(record.last_new_run) or 'none'}, "
+            f"Pinball from {iso_time(record.first_legacy_run)}")
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -394,7 +391,7 @@ def report_command(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}: " + ", ".join(
             f"{count} {status}" for status, count in page.counts.items()))
 
-    return _run(args, run)
+    return run_client(args, run)
 
 
 # --- plumbing -----------------------------------------------------------------------
@@ -402,9 +399,9 @@ def report_command(args: argparse.Namespace) -> int:
 
 def _handover_fields(metadata: MigrationMetadata, runs: Handover) -> list[tuple[str, str]]:
     return [
-        ("migration date", _iso(metadata.migration_epoch)),
-        ("last legacy run", _iso(runs.last_legacy_run) or _NO_LEGACY),
-        ("first new run", _iso(runs.first_new_run)),
+        ("migration date", iso_time(metadata.migration_epoch)),
+        ("last legacy run", iso_time(runs.last_legacy_run) or NO_LEGACY_RUN),
+        ("first new run", iso_time(runs.first_new_run)),
     ]
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
-__all__ = ["print_fields", "print_line", "print_table", "safe"]
+__all__ = ["NO_LEGACY_RUN", "iso_time", "print_fields", "print_line", "print_table", "safe"]
+
+NO_LEGACY_RUN = "none (the migration date is before the schedule's reference)"
 
 # C0 controls, DEL and the C1 controls (CSI is U+009B).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -39,3 +42,11 @@ def print_fields(fields: Sequence[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in fields)
     for label, value in fields:
         print(f"{label.ljust(width)}  {safe(value)}")
+
+
+def iso_time(value: datetime | int | None) -> str:
+    """UTC, to the second, with a Z; "" for None."""
+    if value is None:
+        return ""
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

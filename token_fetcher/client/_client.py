@@ -344,17 +344,11 @@ class TokenFetcherClient:
         stale: bool,
         server_handover: pb.Handover | None = None,
     ) -> MigratedWorkflow:
-        schedule = entry.spec.schedule
         name = f"{metadata.cluster_name}/{metadata.workflow_name}"
-        if entry.spec.HasField("schedule") and schedule.recurrence_seconds > 0:
-            computed = migration.handover(
-                schedule.reference_time.seconds,
-                schedule.recurrence_seconds,
-                metadata.migration_epoch,
-            )
-        elif server_handover is not None:
+        computed = migration.schedule_handover(entry.spec, metadata.migration_epoch)
+        if computed is None and server_handover is not None:
             computed = _server_handover(server_handover)
-        else:
+        if computed is None:
             raise ContractError(f"{name}: the spec has no usable schedule")
         if server_handover is not None and _server_handover(server_handover) != computed:
             raise ContractError(

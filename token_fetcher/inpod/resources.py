@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from token_fetcher.migration import atomic_write_text
+from token_fetcher.files import atomic_write_text
 
 __all__ = [
     "Recommendation",
