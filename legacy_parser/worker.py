@@ -40,7 +40,8 @@ def main() -> None:
     # Here for errors located at the offending job and a result that stays small; the
     # server applies the same caps again, since definition code could have changed this.
     result = enforce_caps(result, ResultCaps(**request["caps"]))
-    json.dump({"result": to_plain(result)}, result_stream)
+    # dumps, not dump: dump streams through the pure-Python encoder (3.5x slower).
+    result_stream.write(json.dumps({"result": to_plain(result)}))
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.
     os._exit(0)
