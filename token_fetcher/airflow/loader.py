@@ -43,7 +43,7 @@ from typing import Any
 from token_fetcher.airflow.layout_cache import LayoutCache
 from token_fetcher.airflow.layouts import Layout, dag_id_for
 from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest
-from token_fetcher.airflow.problems import Problem, problems_from_discovery
+from token_fetcher.airflow.problems import Problem, problems_from_discovery, warn_duplicates
 from token_fetcher.airflow.resolution import resolve_layouts
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
@@ -191,16 +191,8 @@ def load_layouts(
             for problem in problems_from_discovery(discovery)
             if _problem_share(problem, shares) == share
         ]
-        for cluster, workflow, paths in discovery.duplicates:
-            if share_of(cluster, workflow, shares) != share:
-                continue
-            _log.warning(
-                "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
-                cluster,
-                workflow,
-                ", ".join(paths),
-                paths[0],
-            )
+        warn_duplicates(duplicate for duplicate in discovery.duplicates
+                        if share_of(duplicate[0], duplicate[1], shares) == share)
     else:
         entries = [e for e in entries if dag_id_for(e.cluster_name, e.workflow_name) == dag_id]
     cache = LayoutCache(settings.cache_dir) if settings.cache_dir else None

@@ -21,7 +21,7 @@ from typing import Any
 from token_fetcher import migration
 from token_fetcher.airflow.layout_cache import LayoutCache
 from token_fetcher.airflow.layouts import Layout
-from token_fetcher.airflow.problems import Problem, problems_from_discovery
+from token_fetcher.airflow.problems import Problem, problems_from_discovery, warn_duplicates
 from token_fetcher.airflow.resolution import resolve_layouts
 from token_fetcher.client import TokenFetcherClient, TokenFetcherError
 from token_fetcher.files import atomic_write_text
@@ -164,14 +164,7 @@ def build_manifest(
         entries, misplaced = partitioning.select(entries)
         problems += [Problem(str(item), item.metadata.path, item.metadata.cluster_name,
                              item.metadata.workflow_name) for item in misplaced]
-    for cluster, workflow, paths in discovery.duplicates:
-        _log.warning(
-            "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
-            cluster,
-            workflow,
-            ", ".join(paths),
-            paths[0],
-        )
+    warn_duplicates(discovery.duplicates)
     fallback = {layout.dag_id: layout for layout in previous.layouts} if previous else None
     resolution = resolve_layouts(client, entries, cache=cache, fallback=fallback)
     return Manifest(resolution.layouts, tuple(problems) + resolution.problems)

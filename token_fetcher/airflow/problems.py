@@ -4,6 +4,8 @@ name Airflow does not take)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,14 @@ class Problem:
             cluster=str(data.get("cluster", "")),
             workflow=str(data.get("workflow", "")),
         )
+
+
+def warn_duplicates(duplicates: Iterable[tuple[str, str, list[str]]]) -> None:
+    """Log each workflow that several metadata files name, and the file that is used."""
+    for cluster, workflow, paths in duplicates:
+        logging.getLogger(__name__).warning(
+            "token-fetcher: %s/%s is named by several metadata files (%s); using %s",
+            cluster, workflow, ", ".join(paths), paths[0])
 
 
 def problems_from_discovery(discovery: migration.Discovery) -> list[Problem]:
