@@ -1,8 +1,8 @@
 """Sandbox worker entry point: ``python -m legacy_parser.worker``.
 
-Reads one parse request as JSON on stdin, writes the result as JSON on the original
-stdout, and exits. Definition code's own prints go to stderr so they cannot corrupt
-the result.
+Reads one parse request as JSON on stdin, writes the result on the original stdout (as
+``legacy_parser.result_wire`` lays it out), and exits. Definition code's own prints go to
+stderr so they cannot corrupt the result.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
 
     from legacy_parser.cluster import parse_here
     from legacy_parser.limits import ResultCaps, enforce_caps
-    from legacy_parser.model import to_plain
+    from legacy_parser.result_wire import write_result
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
                         request["parser_params"], request["default_email"],
@@ -40,8 +40,7 @@ def main() -> None:
     # Here for errors located at the offending job and a result that stays small; the
     # server applies the same caps again, since definition code could have changed this.
     result = enforce_caps(result, ResultCaps(**request["caps"]))
-    # dumps, not dump: dump streams through the pure-Python encoder (3.5x slower).
-    result_stream.write(json.dumps({"result": to_plain(result)}))
+    write_result(result_stream, result)
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.
     os._exit(0)

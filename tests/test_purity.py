@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.helpers import example_clusters, metric, replace_file, scrape, wait_for
+from token_fetcher import catalog
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"
@@ -64,6 +65,29 @@ def test_editing_one_python_module_serves_a_full_parse(
     after = fingerprints(stub, PY)
     assert {n for n in after if after[n] != before[n]} == {"db_backup"}
     same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, after)
+
+
+def test_a_re_parse_rebuilds_only_the_workflows_whose_result_changed(
+        start_server, stub_for, watch_events, repos, tmp_path, monkeypatch):
+    """Still a full parse in a fresh worker; the server just skips rebuilding the specs of
+    workflows whose part of the result is byte for byte the last parse's."""
+    rebuilt: list[str] = []
+    build_version = catalog._version
+
+    def counting_version(workflow):
+        rebuilt.append(workflow.name)
+        return build_version(workflow)
+
+    monkeypatch.setattr(catalog, "_version", counting_version)
+    server = start_server(clusters=example_clusters(*repos))
+    stub = stub_for(server)
+    assert "db_backup" in rebuilt
+    rebuilt.clear()
+    module = repos[0] / "example_workflows" / "maintenance.py"
+    edit_and_wait(server, stub, watch_events, PY,
+                  lambda: replace_file(module, "'echo backup done'", "'echo backup finished'"))
+    assert rebuilt == ["db_backup"]
+    same_as_a_full_parse(start_server, stub_for, tmp_path, repos, PY, fingerprints(stub, PY))
 
 
 def test_editing_a_shared_module_serves_a_full_parse(

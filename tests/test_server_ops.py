@@ -32,6 +32,7 @@ from tests.helpers import (
 )
 from tests.helpers import scrape as scrape_metrics
 from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.history import VersionHistory
 
 PY = "example_python"
 JS = "example_json"
@@ -68,6 +69,29 @@ def test_health_transitions(start_server, stub_for, tmp_path):
     assert not stopper.is_alive()
     assert health_at(server.port) in ("NOT_SERVING", "UNAVAILABLE")
     assert health_at(server.port, SERVICE) in ("NOT_SERVING", "UNAVAILABLE")
+
+
+def test_serving_does_not_wait_for_the_history_save(start_server, stub_for, monkeypatch):
+    """SERVING as soon as every cluster's first snapshot is swapped in; the state
+    directory's save after it (seconds for a large corpus) runs behind it."""
+    save_may_finish = threading.Event()
+    saves_started = []
+    original_save = VersionHistory.save
+
+    def held_save(self, *args, **kwargs):
+        saves_started.append(args[0])
+        save_may_finish.wait(60)
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(VersionHistory, "save", held_save)
+    server = start_server(wait_ready=False)
+    try:
+        wait_for(lambda: health_at(server.port) == "SERVING",
+                 message="SERVING while the history saves are held")
+        assert saves_started, "a save was started"
+        assert stub_for(server).ListWorkflows(pb.ListWorkflowsRequest(cluster=PY)).total_size
+    finally:
+        save_may_finish.set()
 
 
 # --- shutdown drain ---------------------------------------------------------------------

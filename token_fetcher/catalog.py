@@ -26,6 +26,7 @@ import cachetools
 
 from legacy_parser import model
 from legacy_parser.cluster import JSON_PARSER
+from legacy_parser.result_wire import KnownWorkflows
 from legacy_parser.sandbox import Sandbox, SandboxClosed
 from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
@@ -49,18 +50,22 @@ class LoadState(enum.Enum):
     FAILED = pb.LOAD_STATE_FAILED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Version:
-    """One version of a workflow: the parsed model and its ready-made spec."""
+    """One version of a workflow: the parsed model and its spec, kept serialized (a third
+    of the memory of the message; a served answer is cached by the service)."""
 
     workflow: model.Workflow
     fingerprint: str
-    spec: pb.WorkflowSpec  # without next_run_time; never mutated
+    spec_bytes: bytes  # a WorkflowSpec without next_run_time
+
+    def spec(self) -> pb.WorkflowSpec:
+        return pb.WorkflowSpec.FromString(self.spec_bytes)
 
 
 # Compared and hashed by identity: an unchanged workflow keeps its Entry across parses
 # (see _merge), so the service can key the answers it builds from one on it.
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
 class Entry:
     name: str
     status: Status
@@ -142,6 +147,7 @@ class Catalog:
         }
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
+        self._known = {name: KnownWorkflows() for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
         # What the last parse read (its files and parser setup), to tell a layout that
         # changed by itself from one whose sources changed; None after a failed parse.
@@ -154,6 +160,8 @@ class Catalog:
         self._subscribers_lock = threading.Lock()
         self._stop = threading.Event()
         self._first_load_done = threading.Event()
+        self._awaiting_first_load = set(config.clusters)
+        self._awaiting_lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=max(1, config.sandbox.workers),
                                           thread_name_prefix="catalog-load")
         self._poller: threading.Thread | None = None
@@ -325,13 +333,14 @@ class Catalog:
                 result = self.sandbox.parse(cluster.name, cluster.repo, setup.parser,
                                             setup.parser_params, setup.default_email,
                                             python2_definitions=cluster.python2_definitions,
-                                            stub_modules=cluster.stub_modules)
+                                            stub_modules=cluster.stub_modules,
+                                            known=self._known[name])
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
             except SandboxClosed:
                 return None
-            result, versions = _servable(result)
+            result, versions = _servable(result, previous)
             # Until a load succeeds, a workflow that fails has its last good version in the
             # history: what the cluster served before the restart.
             restored = self._restored(name) if previous.state is LoadState.LOADING \
@@ -356,6 +365,7 @@ class Catalog:
             self._parsed_at[name] = time.monotonic()
         _log_load(previous, snapshot, changes, time.monotonic() - started)
         self._publish(changes)
+        self._first_load_swapped(name)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
         self.history.save(name, list(new_versions.items()),
@@ -363,6 +373,14 @@ class Catalog:
                           else None)
         self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
+
+    def _first_load_swapped(self, cluster: str) -> None:
+        """Ready once every cluster serves its first snapshot: the history save after it
+        (seconds at 10,000 workflows) need not hold up SERVING."""
+        with self._awaiting_lock:
+            self._awaiting_first_load.discard(cluster)
+            if not self._awaiting_first_load:
+                self._first_load_done.set()
 
     def _restored(self, cluster: str) -> dict[str, Version]:
         """The versions the history says this cluster served last, by workflow name."""
@@ -568,7 +586,7 @@ def _format(cluster: ClusterConfig) -> int:
 
 def _version(workflow: model.Workflow) -> Version:
     spec = convert.workflow_spec(workflow)
-    return Version(workflow, convert.fingerprint(spec), spec)
+    return Version(workflow, convert.fingerprint(spec), spec.SerializeToString())
 
 
 def _text(value: str) -> str:
@@ -581,8 +599,10 @@ def _text(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _servable(result: model.ParseResult) -> tuple[model.ParseResult, dict[str, Version]]:
-    """The parse with every workflow built into its spec, and the versions by name.
+def _servable(result: model.ParseResult, previous: ClusterSnapshot,
+              ) -> tuple[model.ParseResult, dict[str, Version]]:
+    """The parse with every workflow built into its spec, and the versions by name. A
+    workflow the sandbox reused unchanged from the previous parse keeps its version.
 
     A workflow that the contract cannot carry (a number outside its int32 or int64 field,
     text that is not UTF-8) becomes an error of that workflow, so that one bad value
@@ -591,6 +611,10 @@ def _servable(result: model.ParseResult) -> tuple[model.ParseResult, dict[str, V
     versions: dict[str, Version] = {}
     problems: list[model.WorkflowError] = []
     for workflow in result.workflows:
+        old = previous.entries.get(workflow.name)
+        if old is not None and old.version is not None and old.version.workflow is workflow:
+            versions[workflow.name] = old.version
+            continue
         try:
             versions[workflow.name] = _version(workflow)
         except ValueError as error:  # out of range; UnicodeEncodeError
@@ -630,7 +654,7 @@ def _record_load(metrics: ServerMetrics, snapshot: ClusterSnapshot, result: mode
         dynamic_changes=sum(1 for change in changes
                             if change.type == pb.WorkflowEvent.TYPE_DYNAMIC),
         last_success=snapshot.last_success,
-        snapshot_bytes=sum(entry.version.spec.ByteSize() for entry in snapshot.entries.values()
+        snapshot_bytes=sum(len(entry.version.spec_bytes) for entry in snapshot.entries.values()
                            if entry.version is not None),
     )
 

@@ -109,15 +109,15 @@ class TokenFetcherService:
         return entry.version, entry, entry.status
 
     def _schedule(self, version: Version, now: int) -> pb.Schedule:
-        schedule = pb.Schedule()
-        schedule.CopyFrom(version.spec.schedule)
         model_schedule = version.workflow.schedule
+        schedule = convert.schedule(model_schedule)
         schedule.next_run_time.seconds = next_run_after(
             model_schedule.reference_epoch, model_schedule.recurrence_seconds, now)
         return schedule
 
-    def _spec(self, version: Version, entry: Entry | None, now: int) -> pb.WorkflowSpec:
-        """The spec with next_run_time for now, kept per entry until that run passes."""
+    def _spec(self, version: Version, entry: Entry | None, now: int) -> bytes:
+        """The serialized spec with next_run_time for now, kept per entry until that run
+        passes (serialized: a third of the memory of the message)."""
         model_schedule = version.workflow.schedule
         next_run = next_run_after(model_schedule.reference_epoch,
                                   model_schedule.recurrence_seconds, now)
@@ -125,11 +125,11 @@ class TokenFetcherService:
         cached = answers.get("spec")
         if cached is not None and cached[0] == next_run:
             return cached[1]
-        spec = pb.WorkflowSpec()
-        spec.CopyFrom(version.spec)
+        spec = version.spec()
         spec.schedule.next_run_time.seconds = next_run
-        answers["spec"] = (next_run, spec)
-        return spec
+        data = spec.SerializeToString()
+        answers["spec"] = (next_run, data)
+        return data
 
     # --- RPCs -------------------------------------------------------------------------
 
@@ -171,17 +171,19 @@ class TokenFetcherService:
                                               status=status.value, errors=errors,
                                               dynamic=dynamic)
         now = int(self.clock())
-        if entry is None:
-            return pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
-                                              spec=self._spec(version, None, now),
-                                              status=status.value)
         spec = self._spec(version, entry, now)
+        if entry is None:
+            answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
+                                                status=status.value)
+            answer.spec.MergeFromString(spec)
+            return answer
         answers = self._answers.setdefault(entry, {})
         cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
-        answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint, spec=spec,
+        answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
                                             status=status.value, errors=errors, dynamic=dynamic)
+        answer.spec.MergeFromString(spec)
         data = answer.SerializeToString()
         answers["spec_response"] = (spec, data)
         return data
@@ -257,7 +259,7 @@ class TokenFetcherService:
         if request.if_none_match and request.if_none_match == version.fingerprint:
             response.not_modified = True
         else:
-            response.spec.CopyFrom(self._spec(version, entry, int(self.clock())))
+            response.spec.MergeFromString(self._spec(version, entry, int(self.clock())))
         return response
 
     def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,

@@ -68,21 +68,24 @@ def definition_site() -> tuple[str, int]:
     return frame.f_code.co_filename, _line_of(frame)
 
 
-# code object -> (instruction offsets where a line range starts, the lines)
-_LINE_TABLES: dict[types.CodeType, tuple[list[int], list[int | None]]] = {}
+# id(code) -> (the code, instruction offsets where a line range starts, the lines). Keyed
+# by id because hashing a code object hashes its constants, and a team module's code is
+# one huge literal; the entry holds the code, so the id cannot be reused while it is here.
+_LINE_TABLES: dict[int, tuple[types.CodeType, list[int], list[int | None]]] = {}
 
 
 def _line_of(frame: types.FrameType) -> int:
     """``frame.f_lineno``, without its cost: Python 3.11 scans the whole line table on each
     access, and a team's module is often one huge literal building thousands of configs."""
     code = frame.f_code
-    table = _LINE_TABLES.get(code)
+    table = _LINE_TABLES.get(id(code))
     if table is None:
         starts, lines = [], []
         for start, _end, line in code.co_lines():
             starts.append(start)
             lines.append(line)
-        table = _LINE_TABLES[code] = (starts, lines)
-    index = bisect.bisect_right(table[0], frame.f_lasti) - 1
-    line = table[1][index] if index >= 0 else None
+        table = _LINE_TABLES[id(code)] = (code, starts, lines)
+    _code, starts, lines = table
+    index = bisect.bisect_right(starts, frame.f_lasti) - 1
+    line = lines[index] if index >= 0 else None
     return line if line is not None else frame.f_lineno

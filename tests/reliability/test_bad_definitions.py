@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from legacy_parser.cluster import JSON_PARSER, PYTHON_PARSER
 from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
+from legacy_parser.result_wire import KnownWorkflows
 from legacy_parser.sandbox import Sandbox, SandboxLimits
 from tests.helpers import EXAMPLES, health, parse_workers
 from token_fetcher._proto import token_fetcher_pb2 as pb
@@ -751,9 +752,12 @@ JSON_VALUES = st.recursive(
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(value=JSON_VALUES, wrap=st.booleans())
-def test_any_json_on_the_result_pipe_is_a_result_or_an_error(value, wrap):
+@given(value=JSON_VALUES, wrap=st.booleans(), workflow_lines=st.lists(JSON_VALUES, max_size=3))
+def test_any_json_on_the_result_pipe_is_a_result_or_an_error(value, wrap, workflow_lines):
     """What the server does with the worker's output, without a worker: never raises."""
-    output = json.dumps({"result": value} if wrap else value).encode()
-    outcome = Sandbox()._read_result("c", 0, output, "")
+    output = b"".join(json.dumps(line).encode() + b"\n" for line in workflow_lines)
+    output += json.dumps({"result": value} if wrap else value).encode()
+    result = KnownWorkflows().reader()
+    result.feed(output)
+    outcome = Sandbox()._read_result("c", 0, result, "")
     assert isinstance(outcome, ParseResult | WorkflowError)
