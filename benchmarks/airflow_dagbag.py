@@ -67,7 +67,7 @@ def write_native(target: str, cluster: str, out: Path) -> int:
                 lines.append(
                     f"    {variable} = BashOperator(task_id={job.name!r}, "
                     f"bash_command={command!r}, retries={max(0, job.max_attempts - 1)}, "
-                    f"retry_delay=timedelta(seconds={job.retry_delay_sec}), "
+                    f"retry_delay=timedelta(seconds={job.retry_delay_seconds}), "
                     f"priority_weight={max(1, int(job.score))})")
             for job in spec.jobs:
                 for child in job.children:

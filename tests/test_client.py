@@ -164,18 +164,18 @@ class FakeTokenFetcher(pb_grpc.TokenFetcherServicer):
             return current, self.versions[current]
 
     def _resolve(self, request: pb.ResolveMigrationRequest) -> pb.ResolveMigrationResponse:
-        if not request.cluster_name or not request.workflow_name:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "cluster_name and workflow_name")
-        fingerprint, spec = self._spec(request.cluster_name, request.workflow_name)
+        if not request.cluster or not request.workflow:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "cluster and workflow")
+        fingerprint, spec = self._spec(request.cluster, request.workflow)
         split = migration.handover(
-            REFERENCE, spec.schedule.recurrence_seconds, request.migration_date.seconds
+            REFERENCE, spec.schedule.recurrence_seconds, request.migration_time.seconds
         )
         handover = pb.Handover(
-            migration_date=request.migration_date,
-            first_new_run=Timestamp(seconds=split.first_new_run + self.handover_skew),
+            migration_time=request.migration_time,
+            first_new_run_time=Timestamp(seconds=split.first_new_run + self.handover_skew),
         )
         if split.last_legacy_run is not None:
-            handover.last_legacy_run.seconds = split.last_legacy_run
+            handover.last_legacy_run_time.seconds = split.last_legacy_run
         if request.if_none_match == fingerprint:
             return pb.ResolveMigrationResponse(
                 not_modified=True,
@@ -279,7 +279,7 @@ class FakeTokenFetcher(pb_grpc.TokenFetcherServicer):
             except _Abort as abort:
                 results.append(
                     pb.ResolveMigrationResult(
-                        error_code=abort.code.value[0], error_message=abort.message
+                        error=pb.ErrorStatus(code=abort.code.value[0], message=abort.message)
                     )
                 )
         return pb.BatchResolveMigrationsResponse(results=results)
@@ -612,13 +612,13 @@ def test_resolve_and_batch_resolve_are_uncached(
 ) -> None:
     path = migration.write_metadata(tmp_path, metadata("alpha"))
     answer = client.resolve_migration(path)
-    assert answer.handover.first_new_run.seconds == int(
+    assert answer.handover.first_new_run_time.seconds == int(
         datetime(2020, 3, 2, tzinfo=UTC).timestamp()
     )
     client.resolve_migration(metadata("alpha"))
     results = client.batch_resolve([metadata("alpha"), metadata("nope")])
     assert results[0].response.spec == make_spec("alpha")
-    assert results[1].error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert results[1].error.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert fake.count("ResolveMigration", "BatchResolveMigrations") == 3
 
 
@@ -649,7 +649,7 @@ def test_migrated_workflow_handover_agrees_with_the_server(
     # Aware UTC datetimes, usable as they are for get_job_tokens().
     march_1 = datetime(2020, 3, 1, tzinfo=UTC)
     assert migrated.handover == Handover(MIGRATION_DATE, march_1, march_1 + timedelta(days=1))
-    assert migrated.handover.first_new_run.utcoffset() == timedelta(0)
+    assert migrated.handover.first_new_run_time.utcoffset() == timedelta(0)
     # A cached entry serves any migration date; the handover follows it.
     june_1 = datetime(2019, 6, 1, tzinfo=UTC)
     early = client.migrated_workflow(metadata("alpha", june_1))
@@ -675,7 +675,7 @@ def test_batch_makes_one_round_trip_for_the_misses_only(
 
     assert fake.count("BatchResolveMigrations") == 1
     sent = fake.requests["BatchResolveMigrations"][0].migrations
-    assert [item.workflow_name for item in sent] == ["missing", "beta"]
+    assert [item.workflow for item in sent] == ["missing", "beta"]
     assert isinstance(results[0], MigratedWorkflow) and results[0].spec == make_spec("alpha")
     assert isinstance(results[1], NotFound) and "missing" in results[1].details
     assert isinstance(results[2], MetadataError)

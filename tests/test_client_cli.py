@@ -137,8 +137,8 @@ def test_resolve_by_flags_and_by_file(run: Run, tmp_path) -> None:
     code, out, _ = run("resolve", path, "--json")
     assert code == 0
     handover = json.loads(out)["handover"]
-    assert handover["first_new_run"] == "2020-03-02T00:00:00Z"
-    assert handover["last_legacy_run"] == "2020-03-01T00:00:00Z"
+    assert handover["first_new_run_time"] == "2020-03-02T00:00:00Z"
+    assert handover["last_legacy_run_time"] == "2020-03-01T00:00:00Z"
 
 
 @pytest.mark.parametrize(

@@ -138,12 +138,12 @@ def test_dagbag_calls_and_the_first_new_run(start_server, metadata):
         assert migrated.spec.name == "daily_reporting" and not migrated.stale
         # daily at 06:00: the last Pinball run is 2019-12-31 06:00, the first Airflow run
         # 2020-01-01 06:00.
-        assert migrated.handover.last_legacy_run == datetime(2019, 12, 31, 6, tzinfo=UTC)
-        assert migrated.handover.first_new_run == datetime(2020, 1, 1, 6, tzinfo=UTC)
+        assert migrated.handover.last_legacy_run_time == datetime(2019, 12, 31, 6, tzinfo=UTC)
+        assert migrated.handover.first_new_run_time == datetime(2020, 1, 1, 6, tzinfo=UTC)
 
         # The handover's times are what get_job_tokens() takes.
         first = client.get_job_tokens("example_python", "daily_reporting",
-                                      migrated.handover.first_new_run)
+                                      migrated.handover.first_new_run_time)
         assert first.fingerprint == migrated.fingerprint
         final = {token.job: token for token in first.jobs}["final"]
         assert final.name == "/workflow/daily_reporting/1577858400000/job/waiting/final"

@@ -106,8 +106,8 @@ def test_a_layout_that_changes_by_itself_is_flagged_dynamic_until_it_is_stable(
     assert not stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(
         cluster=CLUSTER, workflow="stable_daily")).dynamic
     resolved = stub.ResolveMigration(pb.ResolveMigrationRequest(
-        cluster_name=CLUSTER, workflow_name="random_daily",
-        migration_date=Timestamp(seconds=1577944800)))
+        cluster=CLUSTER, workflow="random_daily",
+        migration_time=Timestamp(seconds=1577944800)))
     assert resolved.dynamic
     samples = scrape(server.metrics_port)
     assert metric(samples, "token_fetcher_dynamic_workflows", cluster=CLUSTER) == 1

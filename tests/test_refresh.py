@@ -186,7 +186,7 @@ def test_last_known_good_after_a_syntax_error(start_server, stub_for, example_co
     assert tokens.status == pb.PARSE_STATUS_STALE
     assert list(tokens.jobs) == list(tokens_before.jobs)
     resolved = stub.ResolveMigration(pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name="event_ingest", migration_date=RUN))
+        cluster=PY, workflow="event_ingest", migration_time=RUN))
     assert resolved.status == pb.PARSE_STATUS_STALE and len(resolved.errors) == 1
 
     info = {c.name: c for c in stub.GetServerInfo(pb.GetServerInfoRequest()).clusters}[PY]
@@ -321,9 +321,9 @@ def test_pinned_fingerprint_survives_a_restart(start_server, stub_for, example_c
     tokens = stub.GetJobTokens(pb.GetJobTokensRequest(
         cluster=PY, workflow="daily_reporting", run_time=RUN, fingerprint=old.fingerprint))
     assert tokens == old_tokens
-    parsed = stub.ParseJob(pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                              job="publish_dashboard", run_time=RUN,
-                                              fingerprint=old.fingerprint))
+    parsed = stub.GetJobToken(pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                    job="publish_dashboard", run_time=RUN,
+                                                    fingerprint=old.fingerprint))
     assert parsed.token.max_attempts == 3 and parsed.spec.max_attempts == 3
 
     # It is the state directory that kept it: a server with a fresh one does not know it.

@@ -1,4 +1,4 @@
-"""Run times: GetJobTokens and ParseJob render tokens only for the schedule's runs, unless
+"""Run times: GetJobTokens and GetJobToken render tokens only for the schedule's runs, unless
 the request says the run is manual (started by hand, as Airflow's triggered runs are)."""
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def tokens(stub, run_time: Timestamp, manual: bool = False):
         cluster=PY, workflow="daily_reporting", run_time=run_time, manual=manual), timeout=10)
 
 
-def parse_job(stub, run_time: Timestamp, manual: bool = False):
-    return stub.ParseJob(pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                            job="final", run_time=run_time, manual=manual),
-                         timeout=10)
+def get_job_token(stub, run_time: Timestamp, manual: bool = False):
+    return stub.GetJobToken(pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                  job="final", run_time=run_time, manual=manual),
+                            timeout=10)
 
 
-@pytest.mark.parametrize("call", [tokens, parse_job])
+@pytest.mark.parametrize("call", [tokens, get_job_token])
 def test_a_run_time_off_the_grid_names_the_runs_around_it(start_server, stub_for, call):
     stub = stub_for(start_server())
     error = rpc_error(call, stub, OFF_GRID)
@@ -40,7 +40,7 @@ def test_a_run_time_off_the_grid_names_the_runs_around_it(start_server, stub_for
         "run off the schedule")
 
 
-@pytest.mark.parametrize("call", [tokens, parse_job])
+@pytest.mark.parametrize("call", [tokens, get_job_token])
 def test_a_run_time_before_the_reference_names_the_first_run(start_server, stub_for, call):
     stub = stub_for(start_server())
     error = rpc_error(call, stub, BEFORE_REFERENCE)
@@ -53,11 +53,11 @@ def test_a_run_time_before_the_reference_names_the_first_run(start_server, stub_
 def test_scheduled_runs_and_manual_runs_are_answered(start_server, stub_for):
     stub = stub_for(start_server())
     assert tokens(stub, ON_GRID).instance == "1422856800000"
-    assert parse_job(stub, ON_GRID).token.job == "final"
+    assert get_job_token(stub, ON_GRID).token.job == "final"
     manual = tokens(stub, OFF_GRID, manual=True)
     assert manual.instance == "1422860580000"
     assert manual.end_date == "2015-02-01"
-    assert parse_job(stub, BEFORE_REFERENCE, manual=True).token.job == "final"
+    assert get_job_token(stub, BEFORE_REFERENCE, manual=True).token.job == "final"
 
 
 def test_a_run_time_whose_next_run_is_after_year_9999(start_server, stub_for):

@@ -434,22 +434,26 @@ def test_grpcurl(start_server):
     assert [t["job"] for t in tokens["jobs"]] == ["load_events"]
     assert "end_date=2020-01-01" in tokens["jobs"][0]["command"]
 
-    job = grpcurl_call(server, "ParseJob", {"cluster": PY, "workflow": "daily_reporting",
-                                            "job": "final", "run_time": "2020-01-02T06:00:00Z"})
+    job = grpcurl_call(server, "GetJobToken", {"cluster": PY, "workflow": "daily_reporting",
+                                               "job": "final", "run_time": "2020-01-02T06:00:00Z"})
     assert job["token"]["command"] == 'echo "daily_reporting done"'
     assert job["spec"]["name"] == "final"
 
-    migration = {"cluster_name": PY, "workflow_name": "event_ingest",
-                 "migration_date": "2020-01-01T00:00:00Z"}
+    migration = {"cluster": PY, "workflow": "event_ingest",
+                 "migration_time": "2020-01-01T00:00:00Z"}
     resolved = grpcurl_call(server, "ResolveMigration", migration)
-    assert resolved["handover"] == {"migration_date": "2020-01-01T00:00:00Z",
-                                    "last_legacy_run": "2019-12-31T20:00:00Z",
-                                    "first_new_run": "2020-01-01T03:00:00Z"}
+    assert resolved["handover"] == {"migration_time": "2020-01-01T00:00:00Z",
+                                    "last_legacy_run_time": "2019-12-31T20:00:00Z",
+                                    "first_new_run_time": "2020-01-01T03:00:00Z"}
 
     batch = grpcurl_call(server, "BatchResolveMigrations", {"migrations": [
-        migration, {**migration, "workflow_name": "nope"}]})
-    assert batch["results"][0]["response"]["handover"]["first_new_run"] == "2020-01-01T03:00:00Z"
-    assert batch["results"][1]["error_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+        migration, {**migration, "workflow": "nope"}]})
+    first = batch["results"][0]["response"]
+    assert first["handover"]["first_new_run_time"] == "2020-01-01T03:00:00Z"
+    missing = batch["results"][1]
+    assert set(missing) == {"error"}
+    assert missing["error"]["code"] == "NOT_FOUND"
+    assert "'nope'" in missing["error"]["message"]
 
     reloaded = grpcurl_call(server, "Reload", {"cluster": JS})
     assert reloaded["cluster"]["name"] == JS and reloaded["cluster"]["workflow_count"] == 4
@@ -489,7 +493,7 @@ def test_reflection_under_the_v1_name(start_server):
     ours = next(f for f in files if f.package == "token_fetcher.v1")
     assert ours.name == "token_fetcher/v1/token_fetcher.proto"
     assert [m.name for m in ours.service[0].method] == [
-        "ListWorkflows", "GetWorkflowSpec", "GetJobTokens", "ParseJob", "ResolveMigration",
+        "ListWorkflows", "GetWorkflowSpec", "GetJobTokens", "GetJobToken", "ResolveMigration",
         "BatchResolveMigrations", "WatchWorkflows", "Reload", "GetServerInfo"]
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
     # The v1 service describes itself (as v1alpha's messages under the v1 package).

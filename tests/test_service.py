@@ -194,18 +194,18 @@ def test_get_workflow_spec_python(stub):
         RUNNER + '--job_class_name=LoadEventsJob --job_params="env=example,end_date=',
         '" --executor=emr --executor_config="cluster_id=j-EXAMPLE0001,queue=reporting" ']
     assert (load.source.file, load.source.line) == ("example_workflows/reporting.py", 21)
-    assert not load.HasField("warn_timeout_sec") and not load.HasField("cleanup_template")
+    assert not load.HasField("warn_timeout_seconds") and not load.HasField("cleanup_template")
 
     condition = jobs["job_code_deployed"]
     assert condition.kind == pb.JOB_KIND_CONDITION
     assert list(condition.inputs) == ["__WORKFLOW_START__"]
-    assert (condition.max_attempts, condition.retry_delay_sec) == (12, 600)
+    assert (condition.max_attempts, condition.retry_delay_seconds) == (12, 600)
     assert (condition.score, condition.token_priority) == (39.5, 0.0)
     assert list(condition.command.segments) == ["test -e example_jobs"]
 
     engagement = jobs["engagement_report"]
-    assert (engagement.warn_timeout_sec, engagement.abort_timeout_sec) == (7200, 14400)
-    assert engagement.HasField("warn_timeout_sec")
+    assert (engagement.warn_timeout_seconds, engagement.abort_timeout_seconds) == (7200, 14400)
+    assert engagement.HasField("warn_timeout_seconds")
     assert (engagement.priority, engagement.score) == (5.5, 7.5)
     assert jobs["revenue_report"].write_lock == "reporting_db"
     assert list(jobs["final"].parents) == ["publish_dashboard"]
@@ -252,7 +252,7 @@ def test_get_workflow_spec_pinned_to_current_fingerprint(stub):
     assert both.not_modified and not both.HasField("spec")
 
 
-# --- GetJobTokens and ParseJob ---------------------------------------------------------
+# --- GetJobTokens and GetJobToken ------------------------------------------------------
 
 
 def test_get_job_tokens_daily(stub):
@@ -285,8 +285,8 @@ def test_get_job_tokens_daily(stub):
     assert tokens["job_code_deployed"].is_condition
     assert tokens["job_code_deployed"].command == "test -e example_jobs"
     assert tokens["final"].command == 'echo "daily_reporting done"'
-    assert (tokens["engagement_report"].warn_timeout_sec,
-            tokens["engagement_report"].abort_timeout_sec) == (7200, 14400)
+    assert (tokens["engagement_report"].warn_timeout_seconds,
+            tokens["engagement_report"].abort_timeout_seconds) == (7200, 14400)
     assert list(tokens["publish_dashboard"].emails) == ["reporting-oncall@example.com"]
     assert [(e.name, e.job) for e in response.events] == [(
         f"{prefix}/input/job_code_deployed/__WORKFLOW_START__/workflow_start_event",
@@ -343,10 +343,10 @@ def test_get_job_tokens_pinned_fingerprint(stub):
     assert current.end_date == "2021-05-31"
 
 
-def test_parse_job(stub):
+def test_get_job_token(stub):
     run = utc(2020, 1, 2, 6)
-    response = stub.ParseJob(pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                                job="revenue_report", run_time=stamp(run)))
+    response = stub.GetJobToken(pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                      job="revenue_report", run_time=stamp(run)))
     tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=PY, workflow="daily_reporting",
                                                       run_time=stamp(run)))
     spec = spec_of(stub, "daily_reporting")
@@ -355,9 +355,9 @@ def test_parse_job(stub):
     assert response.token == {t.job: t for t in tokens.jobs}["revenue_report"]
     assert response.spec == {j.name: j for j in spec.spec.jobs}["revenue_report"]
     assert response.token.command.endswith("--write_lock=reporting_db ")
-    pinned = stub.ParseJob(pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                              job="revenue_report", run_time=stamp(run),
-                                              fingerprint=spec.fingerprint))
+    pinned = stub.GetJobToken(pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                    job="revenue_report", run_time=stamp(run),
+                                                    fingerprint=spec.fingerprint))
     assert pinned == response
 
 
@@ -366,7 +366,7 @@ def test_parse_job(stub):
 
 def resolve(stub, workflow: str, migration: int, **fields) -> pb.ResolveMigrationResponse:
     return stub.ResolveMigration(pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name=workflow, migration_date=stamp(migration), **fields))
+        cluster=PY, workflow=workflow, migration_time=stamp(migration), **fields))
 
 
 @pytest.mark.parametrize("migration, last_legacy, first_new", [
@@ -379,9 +379,9 @@ def resolve(stub, workflow: str, migration: int, **fields) -> pb.ResolveMigratio
 ])
 def test_resolve_migration_daily(stub, migration, last_legacy, first_new):
     response = resolve(stub, "daily_reporting", migration)
-    assert response.handover.migration_date.seconds == migration
-    assert response.handover.last_legacy_run.seconds == last_legacy
-    assert response.handover.first_new_run.seconds == first_new
+    assert response.handover.migration_time.seconds == migration
+    assert response.handover.last_legacy_run_time.seconds == last_legacy
+    assert response.handover.first_new_run_time.seconds == first_new
     assert response.status == pb.PARSE_STATUS_OK
     assert list(response.errors) == []
     assert not response.not_modified
@@ -398,16 +398,16 @@ def test_resolve_migration_daily(stub, migration, last_legacy, first_new):
 ])
 def test_resolve_migration_seven_hourly(stub, migration, last_legacy, first_new):
     response = resolve(stub, "event_ingest", migration)
-    assert response.handover.last_legacy_run.seconds == last_legacy
-    assert response.handover.first_new_run.seconds == first_new
+    assert response.handover.last_legacy_run_time.seconds == last_legacy
+    assert response.handover.first_new_run_time.seconds == first_new
     assert (first_new - utc(2015, 1, 1)) % (7 * 3600) == 0
     assert response.spec.schedule.recurrence_seconds == 7 * 3600
 
 
 def test_resolve_migration_before_the_reference_time(stub):
     response = resolve(stub, "daily_reporting", utc(2014, 12, 31))
-    assert not response.handover.HasField("last_legacy_run")
-    assert response.handover.first_new_run.seconds == utc(2015, 1, 1, 6)
+    assert not response.handover.HasField("last_legacy_run_time")
+    assert response.handover.first_new_run_time.seconds == utc(2015, 1, 1, 6)
 
 
 def test_resolve_migration_if_none_match(stub):
@@ -416,43 +416,43 @@ def test_resolve_migration_if_none_match(stub):
     assert response.not_modified and response.fingerprint == fingerprint
     assert not response.HasField("spec")
     # The handover is still answered: it depends on the migration date, not the layout.
-    assert response.handover.first_new_run.seconds == utc(2020, 1, 1, 6)
+    assert response.handover.first_new_run_time.seconds == utc(2020, 1, 1, 6)
 
 
 def test_batch_resolve_migrations_with_missing_workflow(stub):
     items = [
-        pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="daily_reporting",
-                                   migration_date=stamp(utc(2020, 1, 1))),
-        pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="no_such_workflow",
-                                   migration_date=stamp(utc(2020, 1, 1))),
-        pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="event_ingest",
-                                   migration_date=stamp(utc(2020, 1, 1))),
-        pb.ResolveMigrationRequest(cluster_name="no_such_cluster", workflow_name="x",
-                                   migration_date=stamp(utc(2020, 1, 1))),
-        pb.ResolveMigrationRequest(cluster_name=JS, workflow_name="json_heartbeat"),
+        pb.ResolveMigrationRequest(cluster=PY, workflow="daily_reporting",
+                                   migration_time=stamp(utc(2020, 1, 1))),
+        pb.ResolveMigrationRequest(cluster=PY, workflow="no_such_workflow",
+                                   migration_time=stamp(utc(2020, 1, 1))),
+        pb.ResolveMigrationRequest(cluster=PY, workflow="event_ingest",
+                                   migration_time=stamp(utc(2020, 1, 1))),
+        pb.ResolveMigrationRequest(cluster="no_such_cluster", workflow="x",
+                                   migration_time=stamp(utc(2020, 1, 1))),
+        pb.ResolveMigrationRequest(cluster=JS, workflow="json_heartbeat"),
     ]
     response = stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest(migrations=items))
     results = list(response.results)
     assert len(results) == 5
     for index in (0, 2):
-        assert results[index].error_code == 0 and results[index].error_message == ""
+        assert not results[index].HasField("error")
         assert results[index].response == stub.ResolveMigration(items[index])
-    assert results[0].response.handover.first_new_run.seconds == utc(2020, 1, 1, 6)
-    assert results[2].response.handover.first_new_run.seconds == utc(2020, 1, 1, 3)
+    assert results[0].response.handover.first_new_run_time.seconds == utc(2020, 1, 1, 6)
+    assert results[2].response.handover.first_new_run_time.seconds == utc(2020, 1, 1, 3)
     missing = results[1]
-    assert missing.error_code == Code.NOT_FOUND.value[0]
-    assert not missing.HasField("response")
-    assert "no_such_workflow" in missing.error_message and PY in missing.error_message
-    assert results[3].error_code == Code.NOT_FOUND.value[0]
-    assert "no_such_cluster" in results[3].error_message
-    assert results[4].error_code == Code.INVALID_ARGUMENT.value[0]
-    assert "migration_date" in results[4].error_message
+    assert missing.WhichOneof("result") == "error"
+    assert missing.error.code == Code.NOT_FOUND.value[0]
+    assert "no_such_workflow" in missing.error.message and PY in missing.error.message
+    assert results[3].error.code == Code.NOT_FOUND.value[0]
+    assert "no_such_cluster" in results[3].error.message
+    assert results[4].error.code == Code.INVALID_ARGUMENT.value[0]
+    assert "migration_time" in results[4].error.message
 
 
 def test_batch_resolve_migrations_empty_and_too_many(stub):
     assert list(stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest()).results) == []
-    item = pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="daily_reporting",
-                                      migration_date=stamp(utc(2020, 1, 1)))
+    item = pb.ResolveMigrationRequest(cluster=PY, workflow="daily_reporting",
+                                      migration_time=stamp(utc(2020, 1, 1)))
     error = rpc_error(stub.BatchResolveMigrations,
                       pb.BatchResolveMigrationsRequest(migrations=[item] * 10001))
     assert error.code() == Code.INVALID_ARGUMENT
@@ -467,7 +467,7 @@ def test_watch_workflows_subscribes(stub, watch_events):
         watch = watch_events(stub, cluster)
         first = watch.subscribed()
         assert first.cluster == cluster
-        assert abs(first.time.seconds - time.time()) < 60
+        assert abs(first.event_time.seconds - time.time()) < 60
 
 
 def test_watch_workflows_unknown_cluster(stub):
@@ -603,7 +603,7 @@ def test_not_found_cluster(stub):
             (stub.GetJobTokens, pb.GetJobTokensRequest(cluster="core001", workflow="w",
                                                        run_time=stamp(utc(2020, 1, 1)))),
             (stub.ResolveMigration, pb.ResolveMigrationRequest(
-                cluster_name="core001", workflow_name="w", migration_date=stamp(0)))):
+                cluster="core001", workflow="w", migration_time=stamp(0)))):
         error = rpc_error(call, request)
         assert error.code() == Code.NOT_FOUND
         assert "core001" in error.details()
@@ -627,8 +627,8 @@ def test_not_found_job(stub):
             (stub.GetJobTokens, pb.GetJobTokensRequest(cluster=PY, workflow="daily_reporting",
                                                        run_time=run,
                                                        jobs=["load_events", "load_evnts"])),
-            (stub.ParseJob, pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                               job="load_evnts", run_time=run))):
+            (stub.GetJobToken, pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                     job="load_evnts", run_time=run))):
         error = rpc_error(call, request)
         assert error.code() == Code.NOT_FOUND
         for part in ("load_evnts", "daily_reporting", PY):
@@ -644,7 +644,7 @@ def test_not_found_fingerprint(stub):
                 (stub.GetJobTokens, pb.GetJobTokensRequest(
                     cluster=PY, workflow="daily_reporting", fingerprint=fingerprint,
                     run_time=stamp(utc(2020, 1, 2, 6)))),
-                (stub.ParseJob, pb.ParseJobRequest(
+                (stub.GetJobToken, pb.GetJobTokenRequest(
                     cluster=PY, workflow="daily_reporting", job="final", fingerprint=fingerprint,
                     run_time=stamp(utc(2020, 1, 2, 6))))):
             error = rpc_error(call, request)
@@ -694,18 +694,18 @@ INVALID = [
     ("GetJobTokens", pb.GetJobTokensRequest(cluster=PY, workflow="daily_reporting", run_time=RUN,
                                             jobs=["load\x1bevents"]),
      ["job", "control"]),
-    ("ParseJob", pb.ParseJobRequest(cluster=PY, workflow="daily_reporting", run_time=RUN),
+    ("GetJobToken", pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting", run_time=RUN),
      ["job", "required"]),
-    ("ParseJob", pb.ParseJobRequest(cluster=PY, workflow="daily_reporting", job="final"),
+    ("GetJobToken", pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting", job="final"),
      ["run_time", "required"]),
-    ("ResolveMigration", pb.ResolveMigrationRequest(cluster_name=PY,
-                                                    workflow_name="daily_reporting"),
-     ["migration_date", "required"]),
+    ("ResolveMigration", pb.ResolveMigrationRequest(cluster=PY,
+                                                    workflow="daily_reporting"),
+     ["migration_time", "required"]),
     ("ResolveMigration", pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name="daily_reporting", migration_date=stamp(0, 1)),
-     ["migration_date", "whole seconds"]),
-    ("ResolveMigration", pb.ResolveMigrationRequest(cluster_name="", workflow_name="x",
-                                                    migration_date=stamp(0)),
+        cluster=PY, workflow="daily_reporting", migration_time=stamp(0, 1)),
+     ["migration_time", "whole seconds"]),
+    ("ResolveMigration", pb.ResolveMigrationRequest(cluster="", workflow="x",
+                                                    migration_time=stamp(0)),
      ["cluster", "required"]),
     ("Reload", pb.ReloadRequest(), ["cluster", "required"]),
 ]
@@ -745,11 +745,11 @@ def test_failed_precondition_broken_without_good_version(start_server, stub_for,
                                                              workflow="bad_daily")),
             (stub.GetJobTokens, pb.GetJobTokensRequest(cluster="parents", workflow="bad_daily",
                                                        run_time=run)),
-            (stub.ParseJob, pb.ParseJobRequest(cluster="parents", workflow="bad_daily",
-                                               job="load", run_time=run)),
+            (stub.GetJobToken, pb.GetJobTokenRequest(cluster="parents", workflow="bad_daily",
+                                                     job="load", run_time=run)),
             (stub.ResolveMigration, pb.ResolveMigrationRequest(
-                cluster_name="parents", workflow_name="bad_daily",
-                migration_date=stamp(utc(2020, 1, 1))))):
+                cluster="parents", workflow="bad_daily",
+                migration_time=stamp(utc(2020, 1, 1))))):
         error = rpc_error(call, request)
         assert error.code() == Code.FAILED_PRECONDITION, error.details()
         for part in ("bad_daily", "parents", "missing_parent", "extrct",

@@ -49,6 +49,8 @@ def schedule(value: model.Schedule) -> pb.Schedule:
 
 
 def job_spec(job: model.Job) -> pb.JobSpec:
+    # The parser keeps Pinball's attribute names (retry_delay_sec); the contract names a
+    # duration with its unit spelled out (retry_delay_seconds).
     return pb.JobSpec(
         name=job.name,
         kind=pb.JOB_KIND_CONDITION if job.is_condition else pb.JOB_KIND_JOB,
@@ -63,9 +65,9 @@ def job_spec(job: model.Job) -> pb.JobSpec:
         score=job.score,
         token_priority=job.token_priority,
         max_attempts=job.max_attempts,
-        retry_delay_sec=job.retry_delay_sec,
-        warn_timeout_sec=job.warn_timeout_sec,
-        abort_timeout_sec=job.abort_timeout_sec,
+        retry_delay_seconds=job.retry_delay_sec,
+        warn_timeout_seconds=job.warn_timeout_sec,
+        abort_timeout_seconds=job.abort_timeout_sec,
         emails=job.emails,
         executor=job.executor,
         executor_config=[pb.KeyValue(key=k, value=v) for k, v in job.executor_config],
@@ -104,8 +106,9 @@ def job_token(token: model.JobToken) -> pb.JobToken:
     return pb.JobToken(
         name=token.name, job=token.job, payload_name=token.payload_name, inputs=token.inputs,
         outputs=token.outputs, command=token.command, priority=token.priority,
-        max_attempts=token.max_attempts, retry_delay_sec=token.retry_delay_sec,
-        warn_timeout_sec=token.warn_timeout_sec, abort_timeout_sec=token.abort_timeout_sec,
+        max_attempts=token.max_attempts, retry_delay_seconds=token.retry_delay_sec,
+        warn_timeout_seconds=token.warn_timeout_sec,
+        abort_timeout_seconds=token.abort_timeout_sec,
         emails=token.emails, is_condition=token.is_condition,
         cleanup_template=token.cleanup_template,
     )

@@ -224,7 +224,7 @@ class TokenFetcherService:
                                 request.run_time, request.HasField("run_time"),
                                 list(request.jobs), request.manual)
 
-    def ParseJob(self, request: pb.ParseJobRequest, context) -> pb.ParseJobResponse:
+    def GetJobToken(self, request: pb.GetJobTokenRequest, context) -> pb.GetJobTokenResponse:
         check_name(request.job, "job")
         # The run's tokens, rendered and cached once for every job of the run: a cache entry
         # per job would multiply the cache's memory by the job count.
@@ -238,24 +238,24 @@ class TokenFetcherService:
                           f"{request.cluster!r}")
         version, _, _ = self._resolve(request.cluster, request.workflow, tokens.fingerprint)
         job = version.workflow.job(request.job)
-        return pb.ParseJobResponse(fingerprint=tokens.fingerprint, token=token,
-                                   spec=convert.job_spec(job), status=tokens.status)
+        return pb.GetJobTokenResponse(fingerprint=tokens.fingerprint, token=token,
+                                      spec=convert.job_spec(job), status=tokens.status)
 
     def ResolveMigration(self, request: pb.ResolveMigrationRequest,
                          context) -> pb.ResolveMigrationResponse:
-        version, entry, status = self._resolve(request.cluster_name, request.workflow_name, "")
-        migration_epoch = check_time(request.migration_date, "migration_date",
-                                     request.HasField("migration_date"))
+        version, entry, status = self._resolve(request.cluster, request.workflow, "")
+        migration_epoch = check_time(request.migration_time, "migration_time",
+                                     request.HasField("migration_time"))
         schedule = version.workflow.schedule
         runs = handover(schedule.reference_epoch, schedule.recurrence_seconds, migration_epoch)
         response = pb.ResolveMigrationResponse(
             fingerprint=version.fingerprint, status=status.value,
             errors=[convert.parse_error(e) for e in entry.errors] if entry else [],
             dynamic=entry is not None and entry.dynamic,
-            handover=pb.Handover(migration_date=convert.timestamp(migration_epoch),
-                                 first_new_run=convert.timestamp(runs.first_new_run)))
+            handover=pb.Handover(migration_time=convert.timestamp(migration_epoch),
+                                 first_new_run_time=convert.timestamp(runs.first_new_run)))
         if runs.last_legacy_run is not None:
-            response.handover.last_legacy_run.seconds = runs.last_legacy_run
+            response.handover.last_legacy_run_time.seconds = runs.last_legacy_run
         if request.if_none_match and request.if_none_match == version.fingerprint:
             response.not_modified = True
         else:
@@ -273,8 +273,8 @@ class TokenFetcherService:
             try:
                 result.response.CopyFrom(self.ResolveMigration(item, context))
             except Failure as failure:
-                result.error_code = failure.code.value[0]
-                result.error_message = failure.message
+                result.error.code = failure.code.value[0]
+                result.error.message = failure.message
         return response
 
     def WatchWorkflows(self, request: pb.WatchWorkflowsRequest, context):
@@ -295,7 +295,7 @@ class TokenFetcherService:
         try:
             yield pb.WorkflowEvent(type=pb.WorkflowEvent.TYPE_SUBSCRIBED,
                                    cluster=request.cluster,
-                                   time=convert.timestamp(int(self.clock())))
+                                   event_time=convert.timestamp(int(self.clock())))
             while context.is_active():
                 change = subscription.queue.get()
                 if subscription.overflowed:
@@ -309,7 +309,7 @@ class TokenFetcherService:
                     old_fingerprint=change.old_fingerprint,
                     new_fingerprint=change.new_fingerprint,
                     errors=[convert.parse_error(e) for e in change.errors])
-                event.time.FromNanoseconds(int(change.time * 1e9))
+                event.event_time.FromNanoseconds(int(change.time * 1e9))
                 yield event
         finally:
             self.catalog.unsubscribe(subscription)

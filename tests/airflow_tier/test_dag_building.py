@@ -146,7 +146,7 @@ def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
         item = layout()
         [audit] = [job for job in item.spec.jobs if job.name == "audit"]
         audit.kind = pb.JOB_KIND_CONDITION
-        audit.retry_delay_sec = 600
+        audit.retry_delay_seconds = 600
         return build_dag(item, Settings(), shared)
 
     fast = build()

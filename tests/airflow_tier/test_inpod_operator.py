@@ -97,7 +97,7 @@ def test_a_job_runs_in_the_legacy_container_and_is_recorded(tmp_path, handover_d
 def test_the_warn_timeout_is_reported_and_the_job_goes_on(tmp_path, handover_dir):
     gate = tmp_path / "gate"
     op = job(tmp_path, handover_dir, [f"while [ ! -e {gate} ]; do sleep 0.05; done"],
-             warn_timeout_sec=1)
+             warn_timeout_seconds=1)
     warned = []
 
     def warn(context):

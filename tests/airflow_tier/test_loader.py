@@ -122,7 +122,7 @@ def test_daily_reporting_tasks_dependencies_and_parameters(migrated):
     }
     engagement = tasks["engagement_report"]
     assert engagement.execution_timeout == timedelta(hours=4)
-    assert engagement.warn_timeout_sec == 2 * 60 * 60
+    assert engagement.warn_timeout_seconds == 2 * 60 * 60
     assert tasks["publish_dashboard"].retries == 2
     # Failure emails: the job's, and the workflow's notify_emails for the run.
     [notifier] = tasks["revenue_report"].on_failure_callback
@@ -184,7 +184,7 @@ def test_inputs_outputs_edges_and_final_job(migrated):
     ingest = dags[f"{CLUSTER}__event_ingest"]
     assert ingest.task_dict["fetch_logs"].retries == 2
     assert ingest.task_dict["parse_logs"].execution_timeout == timedelta(hours=1)
-    assert ingest.task_dict["parse_logs"].warn_timeout_sec == 30 * 60
+    assert ingest.task_dict["parse_logs"].warn_timeout_seconds == 30 * 60
 
 
 def test_a_worker_parse_builds_only_its_dag(migrated, monkeypatch):

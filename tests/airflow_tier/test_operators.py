@@ -44,7 +44,7 @@ def test_a_non_zero_exit_fails_the_task(tmp_path):
 
 def test_the_warn_timeout_notifies_without_stopping_the_job(tmp_path):
     fired = threading.Event()
-    op = operator(["sleep 1.5; echo done > out.txt"], tmp_path, warn_timeout_sec=1)
+    op = operator(["sleep 1.5; echo done > out.txt"], tmp_path, warn_timeout_seconds=1)
     op._warn_timeout = lambda context: fired.set()
     op.execute({"data_interval_end": RUN_TIME})
     assert fired.is_set()

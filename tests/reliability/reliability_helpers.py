@@ -357,10 +357,10 @@ class Consistency:
             return
         self.check_spec(answer.spec, answer.fingerprint)
         grid = answer.spec.schedule
-        first = answer.handover.first_new_run.seconds
+        first = answer.handover.first_new_run_time.seconds
         self.expect((first - grid.reference_time.seconds) % grid.recurrence_seconds == 0,
                     "handover on the grid", workflow)
-        self.expect(first > answer.handover.migration_date.seconds, "first run after migration",
+        self.expect(first > answer.handover.migration_time.seconds, "first run after migration",
                     workflow)
 
 

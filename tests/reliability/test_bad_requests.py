@@ -112,12 +112,12 @@ NAME_FIELDS = [
      lambda v: pb.GetJobTokensRequest(cluster=PY, workflow=v, run_time=RUN)),
     ("GetJobTokens", "job", lambda v: pb.GetJobTokensRequest(
         cluster=PY, workflow="daily_reporting", run_time=RUN, jobs=["final", v])),
-    ("ParseJob", "job", lambda v: pb.ParseJobRequest(cluster=PY, workflow="daily_reporting",
-                                                     job=v, run_time=RUN)),
+    ("GetJobToken", "job", lambda v: pb.GetJobTokenRequest(
+        cluster=PY, workflow="daily_reporting", job=v, run_time=RUN)),
     ("ResolveMigration", "cluster", lambda v: pb.ResolveMigrationRequest(
-        cluster_name=v, workflow_name="daily_reporting", migration_date=RUN)),
+        cluster=v, workflow="daily_reporting", migration_time=RUN)),
     ("ResolveMigration", "workflow", lambda v: pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name=v, migration_date=RUN)),
+        cluster=PY, workflow=v, migration_time=RUN)),
     ("Reload", "cluster", lambda v: pb.ReloadRequest(cluster=v)),
 ]
 
@@ -126,7 +126,7 @@ def _name_cases():
     for method, field, build in NAME_FIELDS:
         for label, value, code, words in NAMES:
             if field in ("fingerprint", "job") and label == "empty":
-                continue  # an empty fingerprint means "current"; ParseJob's is tested below
+                continue  # an empty fingerprint means "current"; GetJobToken's is tested below
             yield pytest.param(method, field, build, value, code, words,
                                id=f"{method}-{field}-{label}")
 
@@ -152,12 +152,12 @@ def test_odd_names_in_a_watch_and_in_a_batch(stub):
                         pb.WatchWorkflowsRequest(cluster=value))
         assert error.code() == code, (label, error.details()[:200])
     batch = stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest(migrations=[
-        pb.ResolveMigrationRequest(cluster_name=PY, workflow_name=value, migration_date=RUN)
+        pb.ResolveMigrationRequest(cluster=PY, workflow=value, migration_time=RUN)
         for _, value, _, _ in NAMES]), timeout=30)
-    assert [_by_number(r.error_code) for r in batch.results] == [c for _, _, c, _ in NAMES]
+    assert [_by_number(r.error.code) for r in batch.results] == [c for _, _, c, _ in NAMES]
     for result, (_, _, _, words) in zip(batch.results, NAMES, strict=True):
         for word in words:
-            assert word.replace("{what}", "workflow") in result.error_message
+            assert word.replace("{what}", "workflow") in result.error.message
 
 
 def _by_number(number: int) -> Code:
@@ -224,11 +224,11 @@ TIMES = [
 TIME_FIELDS = [
     ("GetJobTokens", "run_time", lambda t: pb.GetJobTokensRequest(
         cluster=PY, workflow="event_ingest", run_time=t, manual=True)),
-    ("ParseJob", "run_time", lambda t: pb.ParseJobRequest(
+    ("GetJobToken", "run_time", lambda t: pb.GetJobTokenRequest(
         cluster=JS, workflow="json_daily_rollup", job="RollupUsersJob", run_time=t,
         manual=True)),
-    ("ResolveMigration", "migration_date", lambda t: pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name="event_ingest", migration_date=t)),
+    ("ResolveMigration", "migration_time", lambda t: pb.ResolveMigrationRequest(
+        cluster=PY, workflow="event_ingest", migration_time=t)),
 ]
 
 
@@ -362,15 +362,15 @@ def message_strategy(descriptor, names: dict[str, list[str]]):
     return st.one_of(st.just(base), one_changed, one_changed, mutated, anything)
 
 
-_RESOLVE = pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="daily_reporting",
-                                      migration_date=RUN)
+_RESOLVE = pb.ResolveMigrationRequest(cluster=PY, workflow="daily_reporting",
+                                      migration_time=RUN)
 VALID = {
     "ListWorkflowsRequest": pb.ListWorkflowsRequest(cluster=PY, page_size=2),
     "GetWorkflowSpecRequest": pb.GetWorkflowSpecRequest(cluster=PY, workflow="daily_reporting"),
     "GetJobTokensRequest": pb.GetJobTokensRequest(cluster=PY, workflow="daily_reporting",
                                                   run_time=RUN, jobs=["final"]),
-    "ParseJobRequest": pb.ParseJobRequest(cluster=PY, workflow="daily_reporting", job="final",
-                                          run_time=RUN),
+    "GetJobTokenRequest": pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting",
+                                                job="final", run_time=RUN),
     "ResolveMigrationRequest": _RESOLVE,
     "BatchResolveMigrationsRequest": pb.BatchResolveMigrationsRequest(
         migrations=[_RESOLVE, _RESOLVE]),
@@ -393,8 +393,7 @@ def real_names(served) -> dict[str, list[str]]:
             spec = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster=cluster,
                                                                   workflow=summary.name))
             jobs.extend(job.name for job in spec.spec.jobs)
-    return {"cluster": clusters, "cluster_name": clusters, "workflow": workflows,
-            "workflow_name": workflows, "fingerprint": fingerprints,
+    return {"cluster": clusters, "workflow": workflows, "fingerprint": fingerprints,
             "if_none_match": fingerprints, "job": jobs, "jobs": jobs, "page_token": tokens}
 
 

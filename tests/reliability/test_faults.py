@@ -476,14 +476,14 @@ def _call(stub, index: int, count: int) -> None:
         stub.ListWorkflows(pb.ListWorkflowsRequest(cluster=PY, page_size=3), timeout=10)
     elif kind == 3:
         stub.ResolveMigration(pb.ResolveMigrationRequest(
-            cluster_name=PY, workflow_name="event_ingest", migration_date=RUN), timeout=10)
+            cluster=PY, workflow="event_ingest", migration_time=RUN), timeout=10)
     elif kind == 4:
         stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest(migrations=[
-            pb.ResolveMigrationRequest(cluster_name=PY, workflow_name="db_backup",
-                                       migration_date=RUN)] * 50), timeout=10)
+            pb.ResolveMigrationRequest(cluster=PY, workflow="db_backup",
+                                       migration_time=RUN)] * 50), timeout=10)
     elif kind == 5:
-        stub.ParseJob(pb.ParseJobRequest(cluster=PY, workflow="daily_reporting", job="final",
-                                         run_time=RUN), timeout=10)
+        stub.GetJobToken(pb.GetJobTokenRequest(cluster=PY, workflow="daily_reporting", job="final",
+                                               run_time=RUN), timeout=10)
     elif kind == 6:
         stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
     elif index == 7:  # a slow call: a parse in the sandbox

@@ -97,7 +97,7 @@ def test_a_request_or_answer_past_the_servers_limit(start_server, stub_for):
     assert str(64 * 1024) in caught.value.details()
     # An answer past the limit: 50 specs of a few KB each.
     batch = pb.BatchResolveMigrationsRequest(migrations=[pb.ResolveMigrationRequest(
-        cluster_name=PY, workflow_name="daily_reporting", migration_date=RUN)] * 50)
+        cluster=PY, workflow="daily_reporting", migration_time=RUN)] * 50)
     with pytest.raises(grpc.RpcError) as caught:
         stub.BatchResolveMigrations(batch, timeout=10)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

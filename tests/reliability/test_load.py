@@ -112,31 +112,32 @@ def one_call(stub, check: Consistency, names, rng: random.Random, tally: Tally) 
         if not again.not_modified:
             check.check_spec(again.spec, again.fingerprint)
     elif roll < 0.45:
-        method = "ParseJob"
+        method = "GetJobToken"
         tokens = stub.GetJobTokens(pb.GetJobTokensRequest(cluster=cluster, workflow=workflow,
                                                           run_time=run, manual=True),
                                    timeout=10)
         job = rng.choice(tokens.jobs).job
-        parsed = stub.ParseJob(pb.ParseJobRequest(cluster=cluster, workflow=workflow, job=job,
-                                                  run_time=run, manual=True), timeout=10)
+        parsed = stub.GetJobToken(pb.GetJobTokenRequest(cluster=cluster, workflow=workflow,
+                                                        job=job, run_time=run, manual=True),
+                                  timeout=10)
         spec = check.spec(cluster, workflow, parsed.fingerprint)
         [job_spec] = [j for j in spec.jobs if j.name == job]
-        check.expect(parsed.spec == job_spec, "ParseJob spec vs pinned spec", job)
+        check.expect(parsed.spec == job_spec, "GetJobToken spec vs pinned spec", job)
         check.expect(parsed.token.command == tokens.end_date.join(job_spec.command.segments),
-                     "ParseJob command", job)
+                     "GetJobToken command", job)
     elif roll < 0.60:
         method = "ResolveMigration"
         answer = stub.ResolveMigration(pb.ResolveMigrationRequest(
-            cluster_name=cluster, workflow_name=workflow, migration_date=MIGRATION), timeout=10)
+            cluster=cluster, workflow=workflow, migration_time=MIGRATION), timeout=10)
         check.check_resolved(cluster, workflow, answer)
     elif roll < 0.70:
         method = "BatchResolveMigrations"
         items = [(c, rng.choice(names[c])) for c in (PY, JS) for _ in range(5)]
         batch = stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest(migrations=[
-            pb.ResolveMigrationRequest(cluster_name=c, workflow_name=w, migration_date=MIGRATION)
+            pb.ResolveMigrationRequest(cluster=c, workflow=w, migration_time=MIGRATION)
             for c, w in items]), timeout=10)
         for (c, w), result in zip(items, batch.results, strict=True):
-            check.expect(result.error_code == 0, "batch item", w, result.error_message)
+            check.expect(not result.HasField("error"), "batch item", w, result.error.message)
             check.check_resolved(c, w, result.response)
     elif roll < 0.82:
         method = "ListWorkflows"
@@ -273,7 +274,7 @@ def test_soak_under_sixteen_clients_and_an_edit_a_second(serve_process, tmp_path
     elapsed = time.monotonic() - started
 
     assert tally.failures == [], f"{len(tally.failures)} failed: {tally.failures[:5]}"
-    assert set(tally.calls) == {"GetJobTokens", "GetWorkflowSpec", "ParseJob",
+    assert set(tally.calls) == {"GetJobTokens", "GetWorkflowSpec", "GetJobToken",
                                 "ResolveMigration", "BatchResolveMigrations", "ListWorkflows",
                                 "GetServerInfo", "WatchWorkflows", "Reload"}, tally.calls
     assert edits >= SOAK_SECONDS - 2

@@ -2,6 +2,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import code_pb2 as _code_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -180,7 +181,7 @@ class CommandTemplate(_message.Message):
     def __init__(self, segments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "template", "template_name", "parents", "children", "inputs", "outputs", "command", "priority", "score", "token_priority", "max_attempts", "retry_delay_sec", "warn_timeout_sec", "abort_timeout_sec", "emails", "executor", "executor_config", "write_lock", "cleanup_template", "source")
+    __slots__ = ("name", "kind", "template", "template_name", "parents", "children", "inputs", "outputs", "command", "priority", "score", "token_priority", "max_attempts", "retry_delay_seconds", "warn_timeout_seconds", "abort_timeout_seconds", "emails", "executor", "executor_config", "write_lock", "cleanup_template", "source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
@@ -194,9 +195,9 @@ class JobSpec(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
-    RETRY_DELAY_SEC_FIELD_NUMBER: _ClassVar[int]
-    WARN_TIMEOUT_SEC_FIELD_NUMBER: _ClassVar[int]
-    ABORT_TIMEOUT_SEC_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARN_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ABORT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EMAILS_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -216,16 +217,16 @@ class JobSpec(_message.Message):
     score: float
     token_priority: float
     max_attempts: int
-    retry_delay_sec: int
-    warn_timeout_sec: int
-    abort_timeout_sec: int
+    retry_delay_seconds: int
+    warn_timeout_seconds: int
+    abort_timeout_seconds: int
     emails: _containers.RepeatedScalarFieldContainer[str]
     executor: str
     executor_config: _containers.RepeatedCompositeFieldContainer[KeyValue]
     write_lock: str
     cleanup_template: str
     source: SourceLocation
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., template: _Optional[str] = ..., template_name: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., children: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., command: _Optional[_Union[CommandTemplate, _Mapping]] = ..., priority: _Optional[float] = ..., score: _Optional[float] = ..., token_priority: _Optional[float] = ..., max_attempts: _Optional[int] = ..., retry_delay_sec: _Optional[int] = ..., warn_timeout_sec: _Optional[int] = ..., abort_timeout_sec: _Optional[int] = ..., emails: _Optional[_Iterable[str]] = ..., executor: _Optional[str] = ..., executor_config: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., write_lock: _Optional[str] = ..., cleanup_template: _Optional[str] = ..., source: _Optional[_Union[SourceLocation, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., template: _Optional[str] = ..., template_name: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., children: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., command: _Optional[_Union[CommandTemplate, _Mapping]] = ..., priority: _Optional[float] = ..., score: _Optional[float] = ..., token_priority: _Optional[float] = ..., max_attempts: _Optional[int] = ..., retry_delay_seconds: _Optional[int] = ..., warn_timeout_seconds: _Optional[int] = ..., abort_timeout_seconds: _Optional[int] = ..., emails: _Optional[_Iterable[str]] = ..., executor: _Optional[str] = ..., executor_config: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., write_lock: _Optional[str] = ..., cleanup_template: _Optional[str] = ..., source: _Optional[_Union[SourceLocation, _Mapping]] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
     __slots__ = ("cluster", "name", "jobs", "final_job", "schedule", "notify_emails", "source", "format")
@@ -316,7 +317,7 @@ class GetWorkflowSpecResponse(_message.Message):
     def __init__(self, not_modified: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., spec: _Optional[_Union[WorkflowSpec, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., dynamic: _Optional[bool] = ...) -> None: ...
 
 class JobToken(_message.Message):
-    __slots__ = ("name", "job", "payload_name", "inputs", "outputs", "command", "priority", "max_attempts", "retry_delay_sec", "warn_timeout_sec", "abort_timeout_sec", "emails", "is_condition", "cleanup_template")
+    __slots__ = ("name", "job", "payload_name", "inputs", "outputs", "command", "priority", "max_attempts", "retry_delay_seconds", "warn_timeout_seconds", "abort_timeout_seconds", "emails", "is_condition", "cleanup_template")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -325,9 +326,9 @@ class JobToken(_message.Message):
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
-    RETRY_DELAY_SEC_FIELD_NUMBER: _ClassVar[int]
-    WARN_TIMEOUT_SEC_FIELD_NUMBER: _ClassVar[int]
-    ABORT_TIMEOUT_SEC_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARN_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ABORT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EMAILS_FIELD_NUMBER: _ClassVar[int]
     IS_CONDITION_FIELD_NUMBER: _ClassVar[int]
     CLEANUP_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
@@ -339,13 +340,13 @@ class JobToken(_message.Message):
     command: str
     priority: float
     max_attempts: int
-    retry_delay_sec: int
-    warn_timeout_sec: int
-    abort_timeout_sec: int
+    retry_delay_seconds: int
+    warn_timeout_seconds: int
+    abort_timeout_seconds: int
     emails: _containers.RepeatedScalarFieldContainer[str]
     is_condition: bool
     cleanup_template: str
-    def __init__(self, name: _Optional[str] = ..., job: _Optional[str] = ..., payload_name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., priority: _Optional[float] = ..., max_attempts: _Optional[int] = ..., retry_delay_sec: _Optional[int] = ..., warn_timeout_sec: _Optional[int] = ..., abort_timeout_sec: _Optional[int] = ..., emails: _Optional[_Iterable[str]] = ..., is_condition: _Optional[bool] = ..., cleanup_template: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., job: _Optional[str] = ..., payload_name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., priority: _Optional[float] = ..., max_attempts: _Optional[int] = ..., retry_delay_seconds: _Optional[int] = ..., warn_timeout_seconds: _Optional[int] = ..., abort_timeout_seconds: _Optional[int] = ..., emails: _Optional[_Iterable[str]] = ..., is_condition: _Optional[bool] = ..., cleanup_template: _Optional[str] = ...) -> None: ...
 
 class ScheduleToken(_message.Message):
     __slots__ = ("name", "next_run_time", "recurrence_seconds", "overrun_policy", "workflow", "emails", "max_running_instances")
@@ -413,7 +414,7 @@ class GetJobTokensResponse(_message.Message):
     status: ParseStatus
     def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., fingerprint: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instance: _Optional[str] = ..., end_date: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[JobToken, _Mapping]]] = ..., schedule: _Optional[_Union[ScheduleToken, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EventToken, _Mapping]]] = ..., status: _Optional[_Union[ParseStatus, str]] = ...) -> None: ...
 
-class ParseJobRequest(_message.Message):
+class GetJobTokenRequest(_message.Message):
     __slots__ = ("cluster", "workflow", "job", "run_time", "fingerprint", "manual")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
@@ -429,7 +430,7 @@ class ParseJobRequest(_message.Message):
     manual: bool
     def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., job: _Optional[str] = ..., run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fingerprint: _Optional[str] = ..., manual: _Optional[bool] = ...) -> None: ...
 
-class ParseJobResponse(_message.Message):
+class GetJobTokenResponse(_message.Message):
     __slots__ = ("fingerprint", "token", "spec", "status")
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -442,26 +443,26 @@ class ParseJobResponse(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., token: _Optional[_Union[JobToken, _Mapping]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., status: _Optional[_Union[ParseStatus, str]] = ...) -> None: ...
 
 class Handover(_message.Message):
-    __slots__ = ("migration_date", "last_legacy_run", "first_new_run")
-    MIGRATION_DATE_FIELD_NUMBER: _ClassVar[int]
-    LAST_LEGACY_RUN_FIELD_NUMBER: _ClassVar[int]
-    FIRST_NEW_RUN_FIELD_NUMBER: _ClassVar[int]
-    migration_date: _timestamp_pb2.Timestamp
-    last_legacy_run: _timestamp_pb2.Timestamp
-    first_new_run: _timestamp_pb2.Timestamp
-    def __init__(self, migration_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_legacy_run: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_new_run: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    __slots__ = ("migration_time", "last_legacy_run_time", "first_new_run_time")
+    MIGRATION_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_LEGACY_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NEW_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    migration_time: _timestamp_pb2.Timestamp
+    last_legacy_run_time: _timestamp_pb2.Timestamp
+    first_new_run_time: _timestamp_pb2.Timestamp
+    def __init__(self, migration_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_legacy_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_new_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ResolveMigrationRequest(_message.Message):
-    __slots__ = ("cluster_name", "workflow_name", "migration_date", "if_none_match")
-    CLUSTER_NAME_FIELD_NUMBER: _ClassVar[int]
-    WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
-    MIGRATION_DATE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("cluster", "workflow", "migration_time", "if_none_match")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_TIME_FIELD_NUMBER: _ClassVar[int]
     IF_NONE_MATCH_FIELD_NUMBER: _ClassVar[int]
-    cluster_name: str
-    workflow_name: str
-    migration_date: _timestamp_pb2.Timestamp
+    cluster: str
+    workflow: str
+    migration_time: _timestamp_pb2.Timestamp
     if_none_match: str
-    def __init__(self, cluster_name: _Optional[str] = ..., workflow_name: _Optional[str] = ..., migration_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., if_none_match: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., migration_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., if_none_match: _Optional[str] = ...) -> None: ...
 
 class ResolveMigrationResponse(_message.Message):
     __slots__ = ("not_modified", "fingerprint", "spec", "handover", "status", "errors", "dynamic")
@@ -487,15 +488,21 @@ class BatchResolveMigrationsRequest(_message.Message):
     migrations: _containers.RepeatedCompositeFieldContainer[ResolveMigrationRequest]
     def __init__(self, migrations: _Optional[_Iterable[_Union[ResolveMigrationRequest, _Mapping]]] = ...) -> None: ...
 
+class ErrorStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: _code_pb2.Code
+    message: str
+    def __init__(self, code: _Optional[_Union[_code_pb2.Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ResolveMigrationResult(_message.Message):
-    __slots__ = ("response", "error_code", "error_message")
+    __slots__ = ("response", "error")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     response: ResolveMigrationResponse
-    error_code: int
-    error_message: str
-    def __init__(self, response: _Optional[_Union[ResolveMigrationResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    error: ErrorStatus
+    def __init__(self, response: _Optional[_Union[ResolveMigrationResponse, _Mapping]] = ..., error: _Optional[_Union[ErrorStatus, _Mapping]] = ...) -> None: ...
 
 class BatchResolveMigrationsResponse(_message.Message):
     __slots__ = ("results",)
@@ -510,7 +517,7 @@ class WatchWorkflowsRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ...) -> None: ...
 
 class WorkflowEvent(_message.Message):
-    __slots__ = ("type", "cluster", "workflow", "old_fingerprint", "new_fingerprint", "errors", "time")
+    __slots__ = ("type", "cluster", "workflow", "old_fingerprint", "new_fingerprint", "errors", "event_time")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WorkflowEvent.Type]
@@ -533,15 +540,15 @@ class WorkflowEvent(_message.Message):
     OLD_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     NEW_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
-    TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     type: WorkflowEvent.Type
     cluster: str
     workflow: str
     old_fingerprint: str
     new_fingerprint: str
     errors: _containers.RepeatedCompositeFieldContainer[ParseError]
-    time: _timestamp_pb2.Timestamp
-    def __init__(self, type: _Optional[_Union[WorkflowEvent.Type, str]] = ..., cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., old_fingerprint: _Optional[str] = ..., new_fingerprint: _Optional[str] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, type: _Optional[_Union[WorkflowEvent.Type, str]] = ..., cluster: _Optional[str] = ..., workflow: _Optional[str] = ..., old_fingerprint: _Optional[str] = ..., new_fingerprint: _Optional[str] = ..., errors: _Optional[_Iterable[_Union[ParseError, _Mapping]]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ("cluster",)

@@ -50,10 +50,10 @@ class TokenFetcherStub:
                 request_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokensRequest.SerializeToString,
                 response_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokensResponse.FromString,
                 _registered_method=True)
-        self.ParseJob = channel.unary_unary(
-                '/token_fetcher.v1.TokenFetcher/ParseJob',
-                request_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobRequest.SerializeToString,
-                response_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobResponse.FromString,
+        self.GetJobToken = channel.unary_unary(
+                '/token_fetcher.v1.TokenFetcher/GetJobToken',
+                request_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenRequest.SerializeToString,
+                response_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenResponse.FromString,
                 _registered_method=True)
         self.ResolveMigration = channel.unary_unary(
                 '/token_fetcher.v1.TokenFetcher/ResolveMigration',
@@ -106,8 +106,8 @@ class TokenFetcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ParseJob(self, request, context):
-        """One job's token for one run.
+    def GetJobToken(self, request, context):
+        """One job's token for one run, with the job's spec.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,10 +166,10 @@ def add_TokenFetcherServicer_to_server(servicer, server):
                     request_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokensRequest.FromString,
                     response_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokensResponse.SerializeToString,
             ),
-            'ParseJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.ParseJob,
-                    request_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobRequest.FromString,
-                    response_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobResponse.SerializeToString,
+            'GetJobToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobToken,
+                    request_deserializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenRequest.FromString,
+                    response_serializer=token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenResponse.SerializeToString,
             ),
             'ResolveMigration': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveMigration,
@@ -289,7 +289,7 @@ class TokenFetcher:
             _registered_method=True)
 
     @staticmethod
-    def ParseJob(request,
+    def GetJobToken(request,
             target,
             options=(),
             channel_credentials=None,
@@ -302,9 +302,9 @@ class TokenFetcher:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/token_fetcher.v1.TokenFetcher/ParseJob',
-            token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobRequest.SerializeToString,
-            token__fetcher_dot_v1_dot_token__fetcher__pb2.ParseJobResponse.FromString,
+            '/token_fetcher.v1.TokenFetcher/GetJobToken',
+            token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenRequest.SerializeToString,
+            token__fetcher_dot_v1_dot_token__fetcher__pb2.GetJobTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -291,13 +291,13 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
 
 
 def _job(job: pb.JobSpec, common: dict[str, Any], settings: Settings) -> MigratedJobOperator:
-    abort = job.abort_timeout_sec if job.HasField("abort_timeout_sec") else None
-    warn = job.warn_timeout_sec if job.HasField("warn_timeout_sec") else None
+    abort = job.abort_timeout_seconds if job.HasField("abort_timeout_seconds") else None
+    warn = job.warn_timeout_seconds if job.HasField("warn_timeout_seconds") else None
     return MigratedJobOperator(
         retries=max(0, job.max_attempts - 1),
-        retry_delay=timedelta(seconds=max(0, job.retry_delay_sec)),
+        retry_delay=timedelta(seconds=max(0, job.retry_delay_seconds)),
         execution_timeout=timedelta(seconds=abort) if abort else None,
-        warn_timeout_sec=warn or None,
+        warn_timeout_seconds=warn or None,
         warn_timeout_email=settings.warn_timeout_email,
         job_emails=list(job.emails),
         **common,
@@ -307,7 +307,7 @@ def _job(job: pb.JobSpec, common: dict[str, Any], settings: Settings) -> Migrate
 def _condition(
     job: pb.JobSpec, common: dict[str, Any], settings: Settings
 ) -> MigratedConditionSensor:
-    delay = max(1, job.retry_delay_sec)
+    delay = max(1, job.retry_delay_seconds)
     attempts = max(1, job.max_attempts)
     mode = settings.poke_mode
     if mode == "auto":

@@ -226,7 +226,7 @@ class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
 class MigratedJobOperator(_LegacyCommandBase):
     """Runs one Pinball job's legacy command for the DagRun's scheduled time.
 
-    ``warn_timeout_sec`` (Pinball's warn timeout) does not stop the job: when it passes,
+    ``warn_timeout_seconds`` (Pinball's warn timeout) does not stop the job: when it passes,
     a warning goes to the task log and, with ``warn_timeout_email``, an email to
     ``job_emails`` (the job's Pinball emails) through the SMTP provider's notifier.
     The abort timeout is the task's ``execution_timeout``.
@@ -241,7 +241,7 @@ class MigratedJobOperator(_LegacyCommandBase):
     def __init__(
         self,
         *,
-        warn_timeout_sec: int | None = None,
+        warn_timeout_seconds: int | None = None,
         warn_timeout_email: bool = False,
         job_emails: Sequence[str] = (),
         **kwargs: Any,
@@ -252,7 +252,7 @@ class MigratedJobOperator(_LegacyCommandBase):
         set_own_attributes(
             self,
             job_emails=list(job_emails),
-            warn_timeout_sec=warn_timeout_sec,
+            warn_timeout_seconds=warn_timeout_seconds,
             warn_timeout_email=warn_timeout_email,
         )
 
@@ -262,8 +262,8 @@ class MigratedJobOperator(_LegacyCommandBase):
             self._execute_in_pod(command, context)
             return
         timer = None
-        if self.warn_timeout_sec:
-            timer = threading.Timer(self.warn_timeout_sec, self._warn_timeout, args=(context,))
+        if self.warn_timeout_seconds:
+            timer = threading.Timer(self.warn_timeout_seconds, self._warn_timeout, args=(context,))
             timer.daemon = True
             timer.start()
         try:
@@ -285,7 +285,7 @@ class MigratedJobOperator(_LegacyCommandBase):
             self,
             command,
             context,
-            warn_after=self.warn_timeout_sec or None,
+            warn_after=self.warn_timeout_seconds or None,
             on_warn=lambda: self._warn_timeout(context),
         )
         if not outcome.succeeded:
@@ -294,7 +294,7 @@ class MigratedJobOperator(_LegacyCommandBase):
     def _warn_timeout(self, context: Any) -> None:
         message = (
             f"token-fetcher: {self.cluster}/{self.workflow}/{self.job} has been running longer "
-            f"than its warn timeout ({self.warn_timeout_sec} s); it keeps running"
+            f"than its warn timeout ({self.warn_timeout_seconds} s); it keeps running"
         )
         self.log.warning("%s", message)
         if not (self.warn_timeout_email and self.job_emails):

@@ -254,10 +254,10 @@ def resolve_command(args: argparse.Namespace) -> int:
                 ("status", status_name(answer.status)),
                 ("jobs", str(len(answer.spec.jobs))),
                 ("schedule", schedule_text(answer.spec.schedule)),
-                ("migration date", when(answer.handover.migration_date)),
+                ("migration date", when(answer.handover.migration_time)),
                 ("last legacy run",
-                 optional_when(answer.handover, "last_legacy_run", NO_LEGACY_RUN)),
-                ("first new run", when(answer.handover.first_new_run)),
+                 optional_when(answer.handover, "last_legacy_run_time", NO_LEGACY_RUN)),
+                ("first new run", when(answer.handover.first_new_run_time)),
             ]
         )
         print_errors(answer.errors)

@@ -79,8 +79,8 @@ def print_errors(errors: Iterable[pb.ParseError]) -> None:
 def event_line(event: pb.WorkflowEvent) -> str:
     kind = pb.WorkflowEvent.Type.Name(event.type).removeprefix("TYPE_")
     if event.type == pb.WorkflowEvent.TYPE_SUBSCRIBED:
-        return f"{when(event.time)} SUBSCRIBED {event.cluster or '(all clusters)'}"
-    line = f"{when(event.time)} {kind} {event.cluster}/{event.workflow}"
+        return f"{when(event.event_time)} SUBSCRIBED {event.cluster or '(all clusters)'}"
+    line = f"{when(event.event_time)} {kind} {event.cluster}/{event.workflow}"
     if event.old_fingerprint or event.new_fingerprint:
         line += f" {event.old_fingerprint[:12] or '-'} -> {event.new_fingerprint[:12] or '-'}"
     for error in event.errors:

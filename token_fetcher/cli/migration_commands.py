@@ -139,14 +139,14 @@ def _migrate_one(client: TokenFetcherClient, args: argparse.Namespace) -> None:
                 "path": path,
                 "fingerprint": migrated.fingerprint,
                 "migration_date": iso_time(metadata.migration_epoch),
-                "last_legacy_run": iso_time(migrated.handover.last_legacy_run) or None,
-                "first_new_run": iso_time(migrated.handover.first_new_run),
+                "last_legacy_run": iso_time(migrated.handover.last_legacy_run_time) or None,
+                "first_new_run": iso_time(migrated.handover.first_new_run_time),
             },
             indent=2,
         ))
         return
     print(f"wrote {path}")
-    print_fields(_handover_fields(metadata, migrated.handover))
+    print_fields(_handover_fields(metadata, _runs(migrated)))
 
 
 def _migrate_wave(client: TokenFetcherClient, args: argparse.Namespace) -> list[Candidate]:
@@ -192,7 +192,7 @@ def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
 
 def _runs(migrated: MigratedWorkflow) -> Handover:
     """The client's handover in epoch seconds, as the record keeps it."""
-    last, first = migrated.handover.last_legacy_run, migrated.handover.first_new_run
+    last, first = migrated.handover.last_legacy_run_time, migrated.handover.first_new_run_time
     return Handover(last_legacy_run=None if last is None else int(last.timestamp()),
                     first_new_run=int(first.timestamp()))
 

@@ -307,8 +307,8 @@ class TokenFetcherClient:
                     f"BatchResolveMigrations answered {len(answers)} of {len(pending)} items"
                 )
             outcomes = [
-                error_for(code_from_number(answer.error_code), answer.error_message)
-                if answer.error_code
+                error_for(code_from_number(answer.error.code), answer.error.message)
+                if answer.HasField("error")
                 else answer.response
                 for answer in answers
             ]
@@ -361,9 +361,9 @@ class TokenFetcherClient:
             spec=entry.spec,
             fingerprint=entry.fingerprint,
             handover=Handover(
-                migration_date=metadata.migration_date,
-                last_legacy_run=None if last_legacy_run is None else _utc(last_legacy_run),
-                first_new_run=_utc(computed.first_new_run),
+                migration_time=metadata.migration_date,
+                last_legacy_run_time=None if last_legacy_run is None else _utc(last_legacy_run),
+                first_new_run_time=_utc(computed.first_new_run),
             ),
             status=entry.status,
             errors=entry.errors,
@@ -409,8 +409,10 @@ def _utc(epoch: int) -> datetime:
 
 
 def _server_handover(message: pb.Handover) -> migration.Handover:
-    last = message.last_legacy_run.seconds if message.HasField("last_legacy_run") else None
-    return migration.Handover(last_legacy_run=last, first_new_run=message.first_new_run.seconds)
+    last = (message.last_legacy_run_time.seconds if message.HasField("last_legacy_run_time")
+            else None)
+    return migration.Handover(last_legacy_run=last,
+                              first_new_run=message.first_new_run_time.seconds)
 
 
 def _resolve_request(
@@ -421,8 +423,8 @@ def _resolve_request(
     else:
         if_none_match = entry_or_fingerprint or ""
     return pb.ResolveMigrationRequest(
-        cluster_name=metadata.cluster_name,
-        workflow_name=metadata.workflow_name,
-        migration_date=Timestamp(seconds=metadata.migration_epoch),
+        cluster=metadata.cluster_name,
+        workflow=metadata.workflow_name,
+        migration_time=Timestamp(seconds=metadata.migration_epoch),
         if_none_match=if_none_match,
     )

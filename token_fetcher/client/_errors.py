@@ -71,5 +71,5 @@ def error_for(code: grpc.StatusCode, details: str) -> TokenFetcherError:
 
 
 def code_from_number(number: int) -> grpc.StatusCode:
-    """The status code of a number (a batch item's ``error_code``)."""
+    """The status code of a number (a batch item's ``error.code``)."""
     return _CODES_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)

@@ -31,14 +31,15 @@ class SpecResult:
 
 @dataclass(frozen=True)
 class Handover:
-    """Where Pinball stops and Airflow starts, as aware UTC datetimes: grid points at or
-    before ``migration_date`` are Pinball's, ``first_new_run`` (the first one strictly
-    after it) is Airflow's first run. ``last_legacy_run`` is None when the migration date
+    """Where Pinball stops and Airflow starts, as aware UTC datetimes, named as in the
+    contract's Handover: grid points at or before ``migration_time`` (the metadata file's
+    migration_date) are Pinball's, ``first_new_run_time`` (the first one strictly after
+    it) is Airflow's first run. ``last_legacy_run_time`` is None when the migration date
     is before the schedule's reference time, so Pinball never ran the workflow."""
 
-    migration_date: datetime
-    last_legacy_run: datetime | None
-    first_new_run: datetime
+    migration_time: datetime
+    last_legacy_run_time: datetime | None
+    first_new_run_time: datetime
 
 
 @dataclass(frozen=True)
