@@ -113,6 +113,15 @@ def test_watch_with_a_timeout_ends_cleanly(start_server, command):
     assert out.split()[1:] == ["SUBSCRIBED", "(all", "clusters)"]
 
 
+def test_watch_of_an_unknown_cluster_is_an_error(start_server, command):
+    """The stream's error, met in the thread that reads it, is the command's error."""
+    server = start_server()
+    code, out, err = command("watch", "--target", target(server), "--cluster", "example_pyton",
+                             "--timeout", "10")
+    assert (code, out) == (1, "")
+    assert "example_pyton" in err and err.count("\n") == 1
+
+
 def test_close_matches_for_unknown_names(start_server, command):
     server = start_server()
     code, _, err = command("get", "--target", target(server), "--cluster", PY,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ from token_fetcher.cli.output import (
 from token_fetcher.client import (
     TokenFetcherClient,
     Unavailable,
+    WorkflowWatch,
 )
 from token_fetcher.migration import (
     MigrationMetadata,
@@ -319,23 +321,42 @@ def reload_command(args: argparse.Namespace) -> int:
 
 
 def watch_command(args: argparse.Namespace) -> int:
+    def print_events(events: WorkflowWatch, failed: list[BaseException]) -> None:
+        try:
+            for event in events:
+                if args.json:
+                    print(json_format.MessageToJson(
+                        event, preserving_proto_field_name=True, indent=None))
+                else:
+                    print_line(event_line(event))
+                sys.stdout.flush()  # one line per event, as it happens, also into a pipe
+        except Unavailable as exc:
+            if exc.code != grpc.StatusCode.DEADLINE_EXCEEDED or args.timeout is None:
+                failed.append(exc)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            failed.append(exc)
+
     def run(client: TokenFetcherClient) -> None:
+        # The stream is read in a thread of its own, so that Ctrl-C (KeyboardInterrupt,
+        # raised in the main thread) lands in join(), never inside gRPC's own code,
+        # whose locks it could leave held; it then ends the stream cleanly.
         with client.watch(args.cluster, timeout=args.timeout) as events:
+            failed: list[BaseException] = []
+            reader = threading.Thread(target=print_events, args=(events, failed),
+                                      name="watch-reader", daemon=True)
+            reader.start()
             try:
-                for event in events:
-                    if args.json:
-                        print(json_format.MessageToJson(
-                            event, preserving_proto_field_name=True, indent=None))
-                    else:
-                        print_line(event_line(event))
-                    sys.stdout.flush()  # one line per event, as it happens, also into a pipe
-            except Unavailable as exc:
-                if exc.code != grpc.StatusCode.DEADLINE_EXCEEDED or args.timeout is None:
-                    raise
+                reader.join()
+            except KeyboardInterrupt:
+                events.cancel()
+                reader.join(10)
+                return
+            if failed:
+                raise failed[0]
 
     try:
         return run_client(args, run)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the stream was open
         return EXIT_OK
 
 
