@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.helpers import metric, scrape
+from token_fetcher import cli
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ConfigError, parse_config
 
@@ -80,7 +81,7 @@ def not_subscribed(event) -> bool:
 
 
 def test_a_layout_that_changes_by_itself_is_flagged_dynamic_until_it_is_stable(
-        start_server, stub_for, watch_events, tmp_path, caplog):
+        start_server, stub_for, watch_events, tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO, logger="token_fetcher.catalog")
     clusters, module = team_repo(tmp_path)
     server = start_server(clusters)
@@ -100,6 +101,9 @@ def test_a_layout_that_changes_by_itself_is_flagged_dynamic_until_it_is_stable(
     assert (now["random_daily"].dynamic, now["stable_daily"].dynamic) == (True, False)
     assert now["random_daily"].status == pb.PARSE_STATUS_OK
     assert dynamic_count(stub) == 1
+    assert cli.main(["list", "--target", f"127.0.0.1:{server.port}", "--cluster", CLUSTER]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " OK, dynamic " in rows["random_daily"] and "dynamic" not in rows["stable_daily"]
     spec = stub.GetWorkflowSpec(pb.GetWorkflowSpecRequest(cluster=CLUSTER,
                                                           workflow="random_daily"))
     assert spec.dynamic and spec.fingerprint == event.new_fingerprint

@@ -151,7 +151,8 @@ def list_command(args: argparse.Namespace) -> int:
         rows = [
             [
                 summary.name,
-                status_name(summary.status),
+                # dynamic: the layout changes by itself (docs/operations.md, section 6)
+                status_name(summary.status) + (", dynamic" if summary.dynamic else ""),
                 str(summary.job_count),
                 (every_text(summary.schedule.recurrence_seconds)
                  if summary.HasField("schedule") else ""),
