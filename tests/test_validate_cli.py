@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from legacy_parser.model import ErrorKind, ParseResult, from_plain
+from tests.helpers import write_repo
 from token_fetcher.cli import server_commands
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -350,3 +351,48 @@ def test_isolation_option_chooses_the_sandbox(capsys, monkeypatch):
     assert "sandbox.isolation is strict, but this host cannot isolate parses" in err
     assert "bubblewrap (bwrap) is not installed" in err
     assert validate(capsys, "--isolation", "best_effort", str(JSON_YAML))[:2] == (0, strict[1])
+
+
+CLIENT_IMPORTING_REPO = {
+    "pinball.yaml": """
+        parser: pinball_ext.workflow.parser.PyWorkflowParser
+        parser_params:
+          workflows_config: etl.workflows.WORKFLOWS
+        """,
+    "etl/__init__.py": "",
+    "etl/workflows.py": """
+        from datetime import datetime, timedelta
+
+        import MySQLdb
+        from pinball_ext.job_templates import CommandJobTemplate
+        from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
+
+        print 'a Python 2 statement'
+
+        WORKFLOWS = {'load': WorkflowConfig(
+            jobs={'load': JobConfig(CommandJobTemplate('load', 'true'))},
+            final_job_config=JobConfig(CommandJobTemplate('final', 'true')),
+            schedule=ScheduleConfig(timedelta(days=1), datetime(2020, 1, 1)))}
+        """,
+}
+
+
+def test_the_cluster_settings_for_stubs_and_python_2_are_options(capsys, tmp_path):
+    """A cluster configured with stub_modules (and Python 2 definitions) validates as the
+    server would parse it."""
+    repo = write_repo(tmp_path / "repo", CLIENT_IMPORTING_REPO)
+    yaml_path = str(repo / "pinball.yaml")
+    code, out, _ = validate(capsys, yaml_path)
+    assert code == 1 and "No module named 'MySQLdb' (cluster repo, etl/workflows.py:3)" in out
+    code, out, _ = validate(capsys, "--stub-module", "MySQLdb", yaml_path)
+    assert code == 0 and out.startswith("load: ok, 2 jobs")
+    code, out, _ = validate(capsys, "--stub-module", "MySQLdb", "--python2-definitions", "off",
+                            yaml_path)
+    assert code == 1 and "syntax_error" in out and "etl/workflows.py:7)" in out
+
+
+def test_a_stub_module_must_be_a_module_name(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        validate(capsys, "--stub-module", "not a module", str(JSON_YAML))
+    assert exit_.value.code == 2
+    assert "'not a module' is not a dotted module name" in capsys.readouterr().err

@@ -149,14 +149,20 @@ def _address(reader: _Reader, key: str, default: str, optional: bool = False) ->
     return value
 
 
+def stub_module_problem(module: object) -> str | None:
+    """Why ``module`` cannot stand in as an inert stub in a parse, or None."""
+    if not isinstance(module, str) or not _MODULE_NAME.match(module):
+        return f"{module!r} is not a dotted module name"
+    if compat.provides(module):
+        return f"{module!r} is one of the Pinball shims; it cannot be a stub"
+    return None
+
+
 def _stub_modules(reader: _Reader) -> tuple[str, ...]:
     names = reader.take("stub_modules", list, [])
     for module in names:
-        if not isinstance(module, str) or not _MODULE_NAME.match(module):
-            reader.fail(f"stub_modules: {module!r} is not a dotted module name")
-        if compat.provides(module):
-            reader.fail(f"stub_modules: {module!r} is one of the Pinball shims; it cannot "
-                        "be a stub")
+        if problem := stub_module_problem(module):
+            reader.fail(f"stub_modules: {problem}")
     return tuple(names)
 
 

@@ -46,7 +46,23 @@ def register(subparsers) -> None:
     validate.add_argument("--isolation", choices=("strict", "best_effort"), default="strict",
                           help="strict (default): parse in the sandbox's namespaces or refuse; "
                                "best_effort: with what this host gives (docs/operations.md)")
+    validate.add_argument("--python2-definitions", choices=("auto", "off"), default="auto",
+                          help="as the cluster setting: auto (default) translates Python 2 "
+                               "definition modules, off loads Python 3 only")
+    validate.add_argument("--stub-module", action="append", default=[], type=_stub_module,
+                          metavar="MODULE", dest="stub_modules",
+                          help="as the cluster setting stub_modules: a third-party module "
+                               "definitions import that stands in as an inert stub "
+                               "(repeat for several)")
     validate.set_defaults(func=validate_command)
+
+
+def _stub_module(name: str) -> str:
+    from token_fetcher.config import stub_module_problem
+
+    if problem := stub_module_problem(name):
+        raise argparse.ArgumentTypeError(problem)
+    return name
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -135,7 +151,8 @@ def _parse(yaml_path: str, repo: str | None, args: argparse.Namespace):
     threading.Thread(target=report_progress, daemon=True).start()
     try:
         return sandbox.parse(cluster, repo, setup.parser, setup.parser_params,
-                             setup.default_email)
+                             setup.default_email, python2_definitions=args.python2_definitions,
+                             stub_modules=tuple(args.stub_modules))
     finally:
         done.set()
 
