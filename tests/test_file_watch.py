@@ -65,6 +65,20 @@ def test_an_edit_in_place_is_reported_once(tmp_path, notify):
     watch.close()
 
 
+def test_a_file_changed_during_a_parse_that_hashed_it_afterwards_is_reported(tmp_path,
+                                                                             notify):
+    """A parse that imports a file, which is then replaced before the parse hashes it,
+    records the new content for a parse of the old one: the next poll must re-parse."""
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    before = watch.signatures()  # as the catalog takes them when the parse starts
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2, written after the parse read v1\n")
+    watch.reset({path: digest(path) for path in paths}, [], before)  # hashed after it
+    assert changes(watch) == [str(job)]
+    watch.close()
+
+
 def test_an_atomic_replace_a_new_file_and_a_deletion_are_reported(tmp_path, notify):
     paths = repo(tmp_path)
     watch = watching(paths, notify)

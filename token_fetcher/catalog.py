@@ -358,13 +358,15 @@ class Catalog:
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             self._snapshots[name] = snapshot
-            self._reset_watch(cluster, result, extra_watch, before)
+            # Served from here on, so watchers hear of it now, before the watch is taken
+            # up again (stat calls over every file of a large tree).
+            self._publish(changes)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
+            self._reset_watch(cluster, result, extra_watch, before)
             _record_load(self.metrics, snapshot, result, changes)
             self._parsed_at[name] = time.monotonic()
         _log_load(previous, snapshot, changes, time.monotonic() - started)
-        self._publish(changes)
         self._first_load_swapped(name)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.

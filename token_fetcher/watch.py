@@ -61,8 +61,12 @@ class FileWatch:
         return self._expected if self._notifier is None else self._notifier.polled
 
     def signatures(self) -> dict[str, tuple | None]:
-        """The stat signature of every watched path, now."""
-        return {path: _stat_signature(path) for path in self._expected}
+        """The stat signature of every polled path, now: what ``reset`` compares to tell
+        a path that changed during a parse. A notified path needs none: its change during
+        the parse waits as an event, which ``reset`` reads (and a folder watched only from
+        the reset on is re-hashed at the next poll), so a large notified tree costs no
+        stat of every file before each parse."""
+        return {path: _stat_signature(path) for path in self._polled}
 
     def reset(self, parsed: Mapping[str, str], also: Iterable[str],
               before: Mapping[str, tuple | None] | None = None) -> None:
@@ -79,6 +83,10 @@ class FileWatch:
                 expected[path] = _current_digest(path)
         suspect = [path for path, signature in (before or {}).items()
                    if path in expected and _stat_signature(path) != signature]
+        if self._notifier is not None:
+            # Events that wait now name notified paths that changed during the parse (or
+            # just before it, which costs at most one parse more).
+            suspect.extend(path for path in self._notifier.pending() if path in expected)
         for path in suspect:
             expected[path] = ""
         self._expected = expected
