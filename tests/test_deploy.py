@@ -9,6 +9,7 @@ missing tool fails the test, it never skips it.
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import json
 import os
@@ -17,7 +18,7 @@ import shlex
 import shutil
 import sys
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -35,6 +36,7 @@ CONFIG_PATH = "/etc/token-fetcher/config.yaml"
 SERVE_COMMAND = ["token-fetcher", "serve", "--config", CONFIG_PATH]
 HEALTH_COMMAND = ["token-fetcher", "health", "--target", f"127.0.0.1:{GRPC_PORT}"]
 SIDECAR_NAME = "token-fetcher"
+CONFIGMAP_NAME = "token-fetcher-config"
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10
 # The first load of a large repo must fit in the startupProbe's budget.
 MIN_STARTUP_BUDGET_SECONDS = 300
@@ -158,9 +160,10 @@ def test_dockerfile_runs_as_a_non_root_numeric_user():
     uid = resolved.split(":")[0]
     # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
     assert uid.isdigit() and int(uid) != 0, f"USER {user} resolves to {resolved!r}"
-    assert int(uid) == _sidecar()["securityContext"]["runAsUser"], (
-        "the image's uid and the sidecar's runAsUser differ"
-    )
+    for deployment in _sidecar_deployments():
+        assert int(uid) == _sidecar(deployment)["securityContext"]["runAsUser"], (
+            f"the image's uid and the sidecar's runAsUser in {deployment} differ"
+        )
 
 
 def test_dockerfile_ports_signal_healthcheck_and_command():
@@ -293,31 +296,48 @@ def _resources() -> dict[tuple[str, str], dict]:
     return found
 
 
-def _only(kind: str) -> dict:
-    matches = [doc for (k, _), doc in _resources().items() if k == kind]
-    assert len(matches) == 1, f"expected one {kind} under {K8S_DIR}, found {len(matches)}"
-    return matches[0]
+def _named(kind: str, name: str) -> dict:
+    resources = _resources()
+    assert (kind, name) in resources, f"no {kind} {name!r} under {K8S_DIR}"
+    return resources[kind, name]
 
 
-def _pod_spec() -> dict:
-    return _only("Deployment")["spec"]["template"]["spec"]
+def _deployments() -> dict[str, dict]:
+    return {name: doc for (kind, name), doc in _resources().items() if kind == "Deployment"}
 
 
-def _sidecar() -> dict:
-    """The token fetcher: a native sidecar (init container, restartPolicy: Always) or a
-    regular container of the pod."""
-    spec = _pod_spec()
-    candidates = [
+def _pod_spec(deployment: str) -> dict:
+    return _named("Deployment", deployment)["spec"]["template"]["spec"]
+
+
+def _running_containers(spec: dict) -> list[dict]:
+    """The containers that run for the life of the pod: native sidecars (init containers
+    with restartPolicy: Always) and regular containers."""
+    return [
         c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"
     ] + spec.get("containers", [])
-    matches = [c for c in candidates if c["name"] == SIDECAR_NAME]
-    assert len(matches) == 1, f"no running container named {SIDECAR_NAME!r} in the pod"
+
+
+def _sidecar_deployments() -> list[str]:
+    """The Deployments whose pods run a token fetcher (the partitions' dag-processors)."""
+    return sorted(
+        name
+        for name in _deployments()
+        if any(c["name"] == SIDECAR_NAME for c in _running_containers(_pod_spec(name)))
+    )
+
+
+def _sidecar(deployment: str) -> dict:
+    """The token fetcher: a native sidecar (init container, restartPolicy: Always) or a
+    regular container of the pod."""
+    matches = [c for c in _running_containers(_pod_spec(deployment)) if c["name"] == SIDECAR_NAME]
+    assert len(matches) == 1, f"no running container named {SIDECAR_NAME!r} in {deployment}"
     return matches[0]
 
 
-def _volume(name: str) -> dict:
-    volumes = {v["name"]: v for v in _pod_spec().get("volumes", [])}
-    assert name in volumes, f"volume {name!r} is mounted but not defined"
+def _volume(deployment: str, name: str) -> dict:
+    volumes = {v["name"]: v for v in _pod_spec(deployment).get("volumes", [])}
+    assert name in volumes, f"{deployment}: volume {name!r} is mounted but not defined"
     return volumes[name]
 
 
@@ -335,8 +355,7 @@ def _mount_at(container: dict, path: str) -> dict:
 
 
 def _config() -> dict:
-    configmap = _only("ConfigMap")
-    text = configmap["data"]["config.yaml"]
+    text = _named("ConfigMap", CONFIGMAP_NAME)["data"]["config.yaml"]
     config = yaml.safe_load(text)
     assert isinstance(config, dict), "the ConfigMap's config.yaml is not a YAML mapping"
     return config
@@ -403,7 +422,7 @@ def _loaded_config(tmp_path: Path):
     from token_fetcher.config import load_config
 
     path = tmp_path / "config.yaml"
-    path.write_text(_only("ConfigMap")["data"]["config.yaml"])
+    path.write_text(_named("ConfigMap", CONFIGMAP_NAME)["data"]["config.yaml"])
     return load_config(path)
 
 
@@ -414,9 +433,10 @@ def test_configmap_config_is_accepted_by_the_server(tmp_path):
     assert config.state_dir == "/var/lib/token-fetcher"
 
 
-def test_sandbox_workers_fit_in_the_sidecar_memory_limit(tmp_path):
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_sandbox_workers_fit_in_the_sidecar_memory_limit(deployment, tmp_path):
     sandbox = _loaded_config(tmp_path).sandbox
-    limit = _quantity(_sidecar()["resources"]["limits"]["memory"])
+    limit = _quantity(_sidecar(deployment)["resources"]["limits"]["memory"])
     workers = sandbox.workers * sandbox.memory_bytes
     # Leave at least a quarter of the limit to the server itself.
     assert workers <= 0.75 * limit, (
@@ -425,15 +445,16 @@ def test_sandbox_workers_fit_in_the_sidecar_memory_limit(tmp_path):
     )
 
 
-def test_the_sidecar_isolates_parses_strictly(tmp_path):
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_the_sidecar_isolates_parses_strictly(deployment, tmp_path):
     """strict: the server refuses to start without namespaces. The container lets
     bubblewrap create them: no runtime seccomp or AppArmor profile forbidding it, and
     still no capabilities and no privilege escalation."""
     assert _loaded_config(tmp_path).sandbox.isolation == "strict"
-    sidecar = _sidecar()
+    sidecar = _sidecar(deployment)
     security = sidecar["securityContext"]
     assert security["seccompProfile"] == {"type": "Unconfined"}
-    annotations = _only("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = _named("Deployment", deployment)["spec"]["template"]["metadata"]["annotations"]
     key = f"container.apparmor.security.beta.kubernetes.io/{sidecar['name']}"
     assert annotations[key] == "unconfined"
     assert security["capabilities"]["drop"] == ["ALL"] and "add" not in security["capabilities"]
@@ -445,8 +466,9 @@ def test_the_image_has_bubblewrap():
     assert re.search(r"apt-get install -y --no-install-recommends bubblewrap=\S+", runtime)
 
 
-def test_sidecar_has_native_grpc_probes_on_the_listening_port():
-    sidecar = _sidecar()
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_sidecar_has_native_grpc_probes_on_the_listening_port(deployment):
+    sidecar = _sidecar(deployment)
     _, listen_port = _host_port(_config()["listen"])
     ports = {p["containerPort"] for p in sidecar.get("ports", [])}
     assert {GRPC_PORT, METRICS_PORT} <= ports, ports
@@ -461,30 +483,32 @@ def test_sidecar_has_native_grpc_probes_on_the_listening_port():
     assert budget >= MIN_STARTUP_BUDGET_SECONDS, f"startupProbe allows only {budget}s"
 
 
-def test_sidecar_runs_the_configmap_config():
-    sidecar = _sidecar()
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_sidecar_runs_the_configmap_config(deployment):
+    sidecar = _sidecar(deployment)
     command = [*sidecar.get("command", ["token-fetcher"]), *sidecar.get("args", [])]
     # No command: the image's ENTRYPOINT (token-fetcher) runs with these args.
     assert command == SERVE_COMMAND, command
     mount = _mount_at(sidecar, CONFIG_PATH)
     assert mount.get("readOnly") is True
-    volume = _volume(mount["name"])
-    assert volume["configMap"]["name"] == _only("ConfigMap")["metadata"]["name"]
+    volume = _volume(deployment, mount["name"])
+    assert volume["configMap"]["name"] == CONFIGMAP_NAME
     relative = CONFIG_PATH[len(mount["mountPath"].rstrip("/")) + 1 :]
     items = volume["configMap"].get("items")
     key = next((i["key"] for i in items if i["path"] == relative), None) if items else relative
     assert key == "config.yaml", f"{CONFIG_PATH} is not the ConfigMap's config.yaml"
 
 
-def test_legacy_repo_is_mounted_read_only_and_state_is_writable():
-    sidecar = _sidecar()
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_legacy_repo_is_mounted_read_only_and_state_is_writable(deployment):
+    sidecar = _sidecar(deployment)
     config = _config()
     claims = {name for kind, name in _resources() if kind == "PersistentVolumeClaim"}
     for cluster in config["clusters"].values():
         for key in ("repo", "pinball_config"):
             mount = _mount_at(sidecar, cluster[key])
             assert mount.get("readOnly") is True, f"{cluster[key]} is not mounted readOnly"
-            volume = _volume(mount["name"])
+            volume = _volume(deployment, mount["name"])
             source = volume.get("persistentVolumeClaim") or volume.get("emptyDir")
             assert source is not None, f"legacy repo volume {volume} is neither PVC nor emptyDir"
             if "persistentVolumeClaim" in volume:
@@ -494,12 +518,13 @@ def test_legacy_repo_is_mounted_read_only_and_state_is_writable():
     state = _mount_at(sidecar, config["state_dir"])
     assert state["mountPath"].rstrip("/") == config["state_dir"].rstrip("/")
     assert not state.get("readOnly"), "state_dir must be writable"
-    assert "emptyDir" in _volume(state["name"]), "state_dir should be an emptyDir"
+    assert "emptyDir" in _volume(deployment, state["name"]), "state_dir should be an emptyDir"
 
 
-def test_sidecar_is_non_root_with_a_read_only_root_filesystem():
-    sidecar = _sidecar()
-    pod_security = _pod_spec().get("securityContext", {})
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_sidecar_is_non_root_with_a_read_only_root_filesystem(deployment):
+    sidecar = _sidecar(deployment)
+    pod_security = _pod_spec(deployment).get("securityContext", {})
     security = sidecar.get("securityContext", {})
     assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True
     assert security.get("runAsUser", pod_security.get("runAsUser", 1)) != 0
@@ -508,11 +533,12 @@ def test_sidecar_is_non_root_with_a_read_only_root_filesystem():
     assert "ALL" in security.get("capabilities", {}).get("drop", [])
     # With a read-only root, the sandbox's temporary files need a writable /tmp.
     tmp = _mount_at(sidecar, "/tmp")
-    assert not tmp.get("readOnly") and "emptyDir" in _volume(tmp["name"])
+    assert not tmp.get("readOnly") and "emptyDir" in _volume(deployment, tmp["name"])
 
 
-def test_every_container_is_non_root_and_has_resources():
-    spec = _pod_spec()
+@pytest.mark.parametrize("deployment", sorted(_deployments()))
+def test_every_container_is_non_root_and_has_resources(deployment):
+    spec = _pod_spec(deployment)
     pod_security = spec.get("securityContext", {})
     containers = spec.get("initContainers", []) + spec.get("containers", [])
     for container in containers:
@@ -527,16 +553,19 @@ def test_every_container_is_non_root_and_has_resources():
                 )
 
 
-def test_sidecar_resources():
-    resources = _sidecar()["resources"]
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_sidecar_resources(deployment):
+    resources = _sidecar(deployment)["resources"]
     assert _quantity(resources["requests"]["cpu"]) == 0.5
     assert _quantity(resources["requests"]["memory"]) == 512 * 2**20
     assert _quantity(resources["limits"]["cpu"]) == 1
     assert _quantity(resources["limits"]["memory"]) == 2**30
 
 
-def test_metrics_port_is_annotated_for_scraping():
-    annotations = _only("Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_metrics_port_is_annotated_for_scraping(deployment):
+    template = _named("Deployment", deployment)["spec"]["template"]
+    annotations = template["metadata"].get("annotations", {})
     assert annotations.get("prometheus.io/scrape") == "true"
     assert annotations.get("prometheus.io/port") == str(METRICS_PORT)
     metrics = _config()["metrics"]
@@ -546,30 +575,158 @@ def test_metrics_port_is_annotated_for_scraping():
     assert host in ("0.0.0.0", "::"), f"metrics on {address!r}: Prometheus can't scrape it"
 
 
-def test_termination_grace_outlasts_the_shutdown_grace(tmp_path):
+@pytest.mark.parametrize("deployment", _sidecar_deployments())
+def test_termination_grace_outlasts_the_shutdown_grace(deployment, tmp_path):
     raw = _config().get("shutdown_grace_seconds", DEFAULT_SHUTDOWN_GRACE_SECONDS)
     grace = _loaded_config(tmp_path).shutdown_grace_seconds  # the server's own default
     assert grace == raw
-    termination = _pod_spec().get("terminationGracePeriodSeconds", 30)
+    termination = _pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
     assert termination > grace, (
         f"terminationGracePeriodSeconds {termination} <= shutdown_grace_seconds {grace}"
     )
 
 
-def test_scheduler_shares_the_dags_folder_with_loader_and_migrations():
-    spec = _pod_spec()
-    airflow = [c for c in spec["containers"] if c["image"].startswith("apache/airflow:")]
-    assert airflow, "no Airflow container in the pod"
-    assert any(c["args"][:1] == ["scheduler"] for c in airflow), "no Airflow scheduler"
-    volumes = set()
-    for container in airflow:
-        env = {e["name"]: e.get("value") for e in container.get("env", [])}
-        dags = env.get("AIRFLOW__CORE__DAGS_FOLDER", "/opt/airflow/dags")
-        mount = _mount_at(container, dags)
-        assert mount["mountPath"].rstrip("/") == dags.rstrip("/"), (
-            f"{container['name']}: the dags folder {dags} is not a volume of its own"
-        )
-        volume = _volume(mount["name"])
-        assert "persistentVolumeClaim" in volume or "emptyDir" in volume, volume
-        volumes.add(mount["name"])
-    assert len(volumes) == 1, f"Airflow containers see different dags folders: {volumes}"
+# ------------------------------------------------------------------ partitions
+
+
+BUNDLES_CONFIGMAP = "airflow-dag-bundles"
+BUNDLE_LIST_KEY = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
+STORAGE_PATH_KEY = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH"
+BUNDLE_CLASSPATH = "token_fetcher.airflow.bundle.TokenFetcherDagBundle"
+WORKER_TEMPLATE = K8S_DIR / "inpod" / "worker-pod-template.yaml"
+
+
+def _partition_bundles() -> dict[str, dict]:
+    """The TokenFetcherDagBundles of dag_bundle_config_list: name -> kwargs."""
+    text = _named("ConfigMap", BUNDLES_CONFIGMAP)["data"][BUNDLE_LIST_KEY]
+    found: dict[str, dict] = {}
+    for bundle in json.loads(text):
+        assert bundle["name"] not in found, f"bundle {bundle['name']!r} configured twice"
+        if bundle["classpath"] == BUNDLE_CLASSPATH:
+            found[bundle["name"]] = bundle["kwargs"]
+    return found
+
+
+def _airflow_containers(spec: dict) -> list[dict]:
+    return [c for c in spec.get("containers", []) if c["image"].startswith("apache/airflow:")]
+
+
+def _dag_processors() -> dict[str, tuple[dict, list[str]]]:
+    """Deployment -> (its dag-processor container, the bundles it names with
+    --bundle-name; none: it parses every bundle)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-B", "--bundle-name", action="append", default=[])
+    found = {}
+    for name in _deployments():
+        for container in _airflow_containers(_pod_spec(name)):
+            if container.get("args", [])[:1] == ["dag-processor"]:
+                assert name not in found, f"{name} runs two dag-processors"
+                known, _ = options.parse_known_args(container["args"][1:])
+                found[name] = (container, known.bundle_name)
+    return found
+
+
+def _claim_location(spec: dict, container: dict, path: str) -> str:
+    """Where ``path`` is in a container of the pod ``spec``: "<claim>:<folder in it>"."""
+    mount = _mount_at(container, path)
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert "persistentVolumeClaim" in volume, f"{container['name']}: {path} is not on a claim"
+    inside = PurePosixPath(path).relative_to(mount["mountPath"])
+    folder = PurePosixPath("/", mount.get("subPath", ""), inside)
+    return f"{volume['persistentVolumeClaim']['claimName']}:{folder}"
+
+
+def test_the_partitions_bundles_cover_the_partitions_list_exactly_once():
+    from token_fetcher.partitions import Partitioning
+
+    bundles = _partition_bundles()
+    assert len(bundles) >= 2, f"deploy/kubernetes shows no partitions: {sorted(bundles)}"
+    # The hash picks a partition by its position in the list: the lists must be equal.
+    lists = {tuple(kwargs["partitions"]) for kwargs in bundles.values()}
+    assert len(lists) == 1, f"the bundles name different partitions lists: {lists}"
+    [names] = lists
+    owners = sorted(kwargs["partition"] for kwargs in bundles.values())
+    assert owners == sorted(names), (
+        f"partitions {list(names)} but the bundles serve {owners}: each must be one "
+        "bundle's partition, exactly once"
+    )
+    for kwargs in bundles.values():
+        Partitioning.parse(kwargs["partition"], kwargs["partitions"])  # the bundle's own check
+    for key in ("migrations_dir", "store_dir"):
+        values = {kwargs.get(key) for kwargs in bundles.values()}
+        assert len(values) == 1 and None not in values, f"the partitions' {key} differ: {values}"
+    # Each reaches the token fetcher of its own pod, which listens on GRPC_PORT.
+    for name, kwargs in bundles.items():
+        assert kwargs.get("target", f"127.0.0.1:{GRPC_PORT}") == f"127.0.0.1:{GRPC_PORT}", name
+
+
+def test_each_partition_bundle_has_a_dag_processor_of_its_own_with_a_token_fetcher():
+    processors = _dag_processors()
+    named = {deployment: bundles for deployment, (_, bundles) in processors.items()}
+    for deployment, bundles in named.items():
+        # Without --bundle-name a processor parses every bundle, the partitions' too.
+        assert len(bundles) == 1, f"{deployment}: dag-processor names bundles {bundles}"
+    served = sorted(bundles[0] for bundles in named.values())
+    assert len(set(served)) == len(served), f"two dag-processors parse one bundle: {named}"
+    assert served == sorted(_partition_bundles()), (
+        f"dag-processors parse {served}, the bundles are {sorted(_partition_bundles())}"
+    )
+    assert sorted(processors) == _sidecar_deployments(), "a dag-processor without a token fetcher"
+    for deployment in processors:
+        spec = _named("Deployment", deployment)["spec"]
+        # One pod at a time per bundle: no two processors write its DAGs at once.
+        assert spec.get("replicas", 1) == 1 and spec["strategy"]["type"] == "Recreate", deployment
+
+
+def test_the_partition_deployments_differ_only_in_their_partition():
+    texts = set()
+    for deployment, (_, [bundle]) in _dag_processors().items():
+        text = json.dumps(_named("Deployment", deployment), sort_keys=True)
+        text = text.replace(f'"{deployment}"', '"DEPLOYMENT"')
+        texts.add(text.replace(f'"{bundle}"', '"BUNDLE"'))
+    assert len(texts) == 1, "the partitions' Deployments differ in more than their names"
+
+
+def _shared_paths() -> dict[str, str]:
+    """migrations_dir and store_dir, the same in every partition's bundle (checked above)."""
+    kwargs = next(iter(_partition_bundles().values()))
+    return {key: kwargs[key] for key in ("migrations_dir", "store_dir")}
+
+
+def _claims_at(key: str) -> set[str]:
+    """Where the bundles' ``key`` folder is in each dag-processor (_claim_location)."""
+    path = _shared_paths()[key]
+    return {_claim_location(_pod_spec(deployment), container, path)
+            for deployment, (container, _) in _dag_processors().items()}
+
+
+def test_the_partitions_share_the_metadata_folder_and_the_store():
+    for key in _shared_paths():
+        assert len(_claims_at(key)) == 1, f"the dag-processors mount different {key}s"
+    storage = _named("ConfigMap", BUNDLES_CONFIGMAP)["data"][STORAGE_PATH_KEY]
+    for deployment, (container, _) in _dag_processors().items():
+        # The bundles' working copies: writable, the pod's own.
+        mount = _mount_at(container, storage)
+        assert "emptyDir" in _volume(deployment, mount["name"]) and not mount.get("readOnly")
+    # The partitions' pods may run on different nodes.
+    for deployment in _dag_processors():
+        for volume in _pod_spec(deployment)["volumes"]:
+            if "persistentVolumeClaim" in volume:
+                name = volume["persistentVolumeClaim"]["claimName"]
+                modes = _named("PersistentVolumeClaim", name)["spec"]["accessModes"]
+                assert "ReadWriteMany" in modes, f"claim {name} is mounted by every partition"
+
+
+def test_every_airflow_component_gets_the_same_bundles():
+    worker = yaml.safe_load(WORKER_TEMPLATE.read_text())["spec"]
+    specs = {name: _pod_spec(name) for name in _deployments()}
+    specs[WORKER_TEMPLATE.name] = worker
+    for name, spec in specs.items():
+        for container in _airflow_containers(spec):
+            sources = [s.get("configMapRef", {}).get("name") for s in container.get("envFrom", [])]
+            assert BUNDLES_CONFIGMAP in sources, f"{name}/{container['name']} lacks the bundles"
+    # A worker builds its task's DAG from the manifest of the run's version in the store.
+    store_dir = _shared_paths()["store_dir"]
+    [base] = [c for c in worker["containers"] if c["name"] == "base"]
+    assert _mount_at(base, store_dir).get("readOnly") is True
+    assert {_claim_location(worker, base, store_dir)} == _claims_at("store_dir")

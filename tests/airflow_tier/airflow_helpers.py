@@ -10,8 +10,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
+
+import pytest
 
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
@@ -139,23 +143,40 @@ class Processes:
 
 
 def bundle_deployment_env(
-    home: Path, *, api_port: int, target: str, migrations: Path, job_cwd: Path, **bundle_kwargs
+    home: Path,
+    *,
+    api_port: int,
+    target: str,
+    migrations: Path,
+    job_cwd: Path,
+    partitions: Mapping[str, str] | None = None,
+    **bundle_kwargs,
 ) -> dict[str, str]:
-    """The environment of an Airflow in ``home`` whose only bundle is a
-    TokenFetcherDagBundle over ``migrations`` (store in ``home/store``), refreshed every
-    second, with the LocalExecutor and an api-server open to all (tests only)."""
-    bundles = [
-        {
-            "name": "pinball",
-            "classpath": "token_fetcher.airflow.bundle.TokenFetcherDagBundle",
-            "kwargs": {
-                "migrations_dir": str(migrations),
-                "store_dir": str(home / "store"),
-                "refresh_interval": 1,
-                **bundle_kwargs,
-            },
-        }
-    ]
+    """The environment of an Airflow in ``home`` whose bundles are TokenFetcherDagBundles
+    over ``migrations`` with their store in ``home/store``, refreshed every second, with
+    the LocalExecutor and an api-server open to all (tests only).
+
+    One bundle, ``pinball``, or with ``partitions`` (a partition's name -> its token
+    fetcher's target) one bundle per partition, ``pinball-<name>``, each serving its share."""
+    common = {
+        "migrations_dir": str(migrations),
+        "store_dir": str(home / "store"),
+        "refresh_interval": 1,
+        **bundle_kwargs,
+    }
+    classpath = "token_fetcher.airflow.bundle.TokenFetcherDagBundle"
+    if partitions:
+        bundles = [
+            {
+                "name": f"pinball-{name}",
+                "classpath": classpath,
+                "kwargs": {**common, "target": partition_target, "partition": name,
+                           "partitions": list(partitions)},
+            }
+            for name, partition_target in partitions.items()
+        ]
+    else:
+        bundles = [{"name": "pinball", "classpath": classpath, "kwargs": common}]
     return {
         **airflow_env(home),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -171,6 +192,9 @@ def bundle_deployment_env(
         "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "2",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # A task's calls to the api-server (5 s by default): on a busy test machine, with
+        # several processes writing one SQLite database, an answer can take longer.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         # How long the api-server serves a DAG's cached docs, among others.
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "2",
         "AIRFLOW__TOKEN_FETCHER__TARGET": target,
@@ -178,14 +202,21 @@ def bundle_deployment_env(
     }
 
 
-def start_deployment(processes: Processes, env: dict[str, str]) -> None:
-    """Migrate the database, then start the api-server, dag-processor and scheduler."""
+def start_deployment(
+    processes: Processes, env: dict[str, str], bundle_names: Sequence[str] = ()
+) -> None:
+    """Migrate the database, then start the api-server, the scheduler and a dag-processor:
+    one for every bundle, or with ``bundle_names`` one per bundle named
+    (``dag-processor --bundle-name``), as partitions are deployed."""
     migrate_db(env)
     port = env["AIRFLOW__API__PORT"]
     processes.start(
         "api-server", ["api-server", "--port", port, "--host", "127.0.0.1", "--workers", "1"], env
     )
-    processes.start("dag-processor", ["dag-processor"], env)
+    for name in bundle_names:
+        processes.start(f"dag-processor-{name}", ["dag-processor", "--bundle-name", name], env)
+    if not bundle_names:
+        processes.start("dag-processor", ["dag-processor"], env)
     processes.start("scheduler", ["scheduler"], env)
 
 
@@ -213,6 +244,29 @@ def wait_alive(processes: Processes, condition, message: str, deadline: float):
             )
             raise AssertionError(f"timed out waiting for {message}\n{logs}")
         time.sleep(0.5)
+
+
+def utc_datetime(value: str) -> datetime:
+    """A timestamp from Airflow's SQLite database (naive means UTC) as an aware datetime."""
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def runs_by_grid_point(db: Path, dag_id: str) -> dict[datetime, str]:
+    """The state of the DAG's runs by their grid point (the data interval's end)."""
+    rows = query(db, "select data_interval_end, state from dag_run where dag_id = ?", dag_id)
+    return {utc_datetime(end): state for end, state in rows}
+
+
+def midnight_or_skip() -> datetime:
+    """Today's midnight UTC, the last grid point of a daily schedule in a scenario whose
+    dates are in the past; skips the test too close to the next midnight, when a new
+    grid point would come mid-test."""
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if now - today > timedelta(hours=23, minutes=50):
+        pytest.skip("too close to midnight UTC: a new grid point would come mid-test")
+    return today
 
 
 def dag_runs(db: Path, dag_id: str) -> list[tuple]:

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from airflow_helpers import (
     bundle_deployment_env,
+    midnight_or_skip,
     prepare_home,
     query,
+    runs_by_grid_point,
     start_deployment,
     wait_alive,
 )
@@ -51,11 +53,6 @@ WORKFLOWS['rollback_check'] = _WC(
 """
 
 
-def _utc(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def test_rollback_and_re_migration_with_a_real_scheduler(
     start_server, example_copy, tmp_path, airflow_processes
 ):
@@ -72,9 +69,7 @@ def test_rollback_and_re_migration_with_a_real_scheduler(
     home = tmp_path / "airflow"
     prepare_home(home)
     migrations = home / "migrations"
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if datetime.now(UTC) - today > timedelta(hours=23, minutes=50):
-        pytest.skip("too close to midnight UTC: a new grid point would come mid-test")
+    today = midnight_or_skip()
     migration, rollback, again = today - 4 * DAY - DAY / 2, today - 3 * DAY + DAY / 2, \
         today - DAY - DAY / 2
 
@@ -93,8 +88,7 @@ def test_rollback_and_re_migration_with_a_real_scheduler(
     db = home / "airflow.db"
 
     def runs() -> dict[datetime, str]:
-        rows = query(db, "select data_interval_end, state from dag_run where dag_id = ?", DAG_ID)
-        return {_utc(end): state for end, state in rows}
+        return runs_by_grid_point(db, DAG_ID)
 
     def finished(expected: set[datetime]):
         def check():

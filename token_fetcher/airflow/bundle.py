@@ -20,8 +20,8 @@ silently switches to the newest layout. This bundle makes the layouts the versio
 - The current folder also holds the *problems file*: parsing it raises the manifest's
   problems (workflows that give no DAG), so they show as its import error in Airflow.
 - After each refresh the store is pruned: the manifests of versions that unfinished
-  runs use (read from Airflow's metadata database), the current one and the
-  ``keep_versions`` newest stay; the rest are deleted.
+  runs use or that DAGs' next runs will be created at (read from Airflow's metadata
+  database), the current one and the ``keep_versions`` newest stay; the rest are deleted.
 
 Configure it in ``[dag_processor] dag_bundle_config_list``::
 
@@ -35,7 +35,9 @@ by default it is under the bundle's local storage folder, which suits a single h
 Other kwargs: ``target``, ``cache_dir``, ``timeout``, ``retries`` (default: the
 ``[token_fetcher]`` settings), ``refresh_timeout`` (seconds, 120), ``keep_versions``
 (10), ``partition`` with ``partitions`` (every partition's name, the same in every
-bundle) to serve one share of the workflows (token_fetcher.partitions), and
+bundle) to serve one share of the workflows (token_fetcher.partitions; the partitions
+share one ``store_dir``, required then: a run in flight when its workflow moves
+finishes from the other partition's bundle, at the version it was created at), and
 ``dags_per_loader_file`` (5,000): a version with more layouts gets several loader files,
 each building a stable share, so that no file's parse nears Airflow's
 ``dagbag_import_timeout``. Their number follows from the version's manifest, so a worker
@@ -104,6 +106,14 @@ class TokenFetcherDagBundle(BaseDagBundle):
         self.dags_per_loader_file = dags_per_loader_file
         # Checked here, so a bad configuration fails when the bundle is made.
         self.partitioning = Partitioning.parse(partition, partitions or []) if partition else None
+        if self.partitioning is not None and not store_dir:
+            # Airflow runs a task from the bundle its DAG is in now, at the version its run
+            # was created at: a run in flight when its workflow moves to another partition
+            # finishes from that partition's bundle, which must find the version.
+            raise ValueError(
+                f"bundle {self.name}: a partition needs store_dir, the same folder for every "
+                "partition (and every worker)"
+            )
         self._overrides = {
             "migrations_dir": migrations_dir,
             "target": target,
@@ -267,8 +277,11 @@ class TokenFetcherDagBundle(BaseDagBundle):
 def versions_in_use() -> set[str]:
     """The bundle versions that unfinished (queued or running) DagRuns use: the one each
     was created at and those of its task instances' DAG versions (Airflow moves a DAG
-    version's bundle version forward when a new bundle version leaves its DAG as it was)."""
+    version's bundle version forward when a new bundle version leaves its DAG as it was);
+    and the one each DAG's next run will be created at, which in a store shared by
+    partitions may be another partition's current version."""
     # The metadata database's models: imported here only, since workers load this module.
+    from airflow.models.dag import DagModel
     from airflow.models.dag_version import DagVersion
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
@@ -289,4 +302,5 @@ def versions_in_use() -> set[str]:
     )
     with create_session() as session:
         found = set(session.scalars(runs)) | set(session.scalars(tasks))
+        found |= set(session.scalars(select(DagModel.bundle_version).distinct()))
     return {version for version in found if version}
