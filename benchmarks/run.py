@@ -176,13 +176,26 @@ def cold_start(workdir: Path, corpus: Path, name: str, cpus, poll_interval: floa
         server.stop()
         raise
     sampler.sample()
-    # Settle, then the steady-state RSS of the serving process alone.
-    time.sleep(2.0)
+    # SERVING comes before the version history is written: wait until the server is idle,
+    # then the steady-state RSS of the serving process alone.
+    wait_idle(server.process.pid)
     sampler.stop()
     info = server_info(server.target)
     return server, {
         "wall": wall, "peak_tree_rss": sampler.peak_tree, "peak_server_rss": sampler.peak_self,
         "steady_rss": sampler.current_self(), "rss_samples": sampler.samples, **info}
+
+
+def wait_idle(pid: int, timeout: float = 300.0) -> None:
+    """Until the process used under 5% of a CPU in each of two consecutive half seconds."""
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    quiet, last = 0, sum(process.cpu_times()[:2])
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(process.cpu_times()[:2])
+        quiet = quiet + 1 if now - last < 0.025 else 0
+        last = now
 
 
 def server_info(target: str) -> dict:
