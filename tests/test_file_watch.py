@@ -142,6 +142,37 @@ def test_a_linked_file_whose_target_changes_is_reported(tmp_path, notify):
     watch.close()
 
 
+def test_a_link_stays_watched_across_re_parses_and_a_file_replaced_by_one_is_too(tmp_path,
+                                                                                 notify):
+    """A re-parse tracks the same paths again without looking at each one anew: a link
+    found before stays polled, and a file replaced by a link (same content, so no
+    re-parse) is polled from the event on."""
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "templates.py"
+    target.write_text("A = 1\n")
+    (tmp_path / "repo").mkdir()
+    link = tmp_path / "repo" / "templates.py"
+    link.symlink_to(target)
+    plain = tmp_path / "repo" / "jobs.py"
+    plain.write_text("B = 1\n")
+    paths = [str(link), str(plain), listing(tmp_path / "repo")]
+    watch = watching(paths, notify)
+    watch.reset({path: digest(path) for path in paths}, [])  # the next parse's
+    assert watch.changed() == []
+    target.write_text("A = 22\n")
+    assert changes(watch) == [str(link)]
+
+    watch.reset({path: digest(path) for path in paths}, [])
+    other = tmp_path / "shared" / "jobs.py"
+    other.write_text("B = 1\n")
+    (tmp_path / "repo" / "next").symlink_to(other)
+    os.replace(tmp_path / "repo" / "next", plain)  # the same content, through a link
+    assert str(plain) not in watch.changed()  # read, and nothing a parse would see
+    other.write_text("B = 333\n")
+    assert str(plain) in changes(watch)
+    watch.close()
+
+
 def test_a_missing_folder_is_reported_when_it_appears(tmp_path, notify):
     """After a parse that read nothing (the repo folder vanished), the last good parse's
     files are watched as they are now, missing: their return must start a retry."""

@@ -197,6 +197,7 @@ class _Folder:
     covered: bool = False  # its parent's events tell when its path starts naming another
     wd: int | None = None
     identity: tuple[int, int] | None = None  # (device, inode) its path named when watched
+    link: bool | None = None  # whether its path was a symbolic link when watched
 
 
 class _Notifier:
@@ -244,7 +245,7 @@ class _Notifier:
             self._unwatch(name)
             del self._folders[name]
         mounts = _mount_types()
-        self.polled = set()
+        polled_before, self.polled = self.polled, set()
         unwatched = []
         for name, held in wanted.items():
             folder = self._folders.get(name)
@@ -255,13 +256,18 @@ class _Notifier:
                 folder = self._folders[name] = _Folder()
             if folder.wd is None:  # new, or missing or refused when last tried
                 unwatched.append(name)
-            folder.paths = held
-            # A symbolic link's target changes in another folder, unseen here.
-            self.polled.update(path for path in held
+            # A symbolic link's target changes in another folder, unseen here. Paths this
+            # folder held before were looked at then (and an event about one replaced
+            # since looks again), so only new ones cost a stat: a re-parse of a large
+            # tree tracks the same paths again.
+            self.polled.update(held & folder.paths & polled_before)
+            self.polled.update(path for path in held - folder.paths
                                if not path.endswith(os.sep) and os.path.islink(path))
+            folder.paths = held
         for name, folder in self._folders.items():
-            parent = os.path.dirname(name)
-            folder.covered = parent in self._folders and not os.path.islink(name)
+            if folder.link is None:
+                folder.link = os.path.islink(name)
+            folder.covered = os.path.dirname(name) in self._folders and not folder.link
             folder.children = set()
         for name, folder in self._folders.items():
             if folder.covered:
@@ -307,6 +313,8 @@ class _Notifier:
             path = os.path.join(name, event.name)
             if path in folder.paths:
                 self._dirty.add(path)
+                if event.mask & self._entries and os.path.islink(path):
+                    self.polled.add(path)  # replaced by a link (see track)
             if event.mask & self._entries:
                 listing = name + os.sep
                 if listing in folder.paths:
@@ -323,6 +331,7 @@ class _Notifier:
         # The identity first: if the path changes between the two, the next check
         # sees a difference and watches again.
         folder.identity = _identity(name)
+        folder.link = os.path.islink(name)
         try:
             folder.wd = self._inotify.add_watch(name, self._mask)
         except OSError as error:
