@@ -26,6 +26,7 @@ import cachetools
 
 from legacy_parser import model
 from legacy_parser.cluster import JSON_PARSER
+from legacy_parser.control_characters import escape_control_characters
 from legacy_parser.result_wire import KnownWorkflows
 from legacy_parser.sandbox import Sandbox, SandboxClosed
 from token_fetcher import convert
@@ -517,7 +518,7 @@ def _log_load(previous: ClusterSnapshot, snapshot: ClusterSnapshot, changes: lis
               seconds: float) -> None:
     """What an operator needs from a load: a summary, and what broke, recovered or turned
     out to be dynamic (each once, when it happens)."""
-    name = _printable(snapshot.name)
+    name = escape_control_characters(snapshot.name)
     if snapshot.cluster_errors != previous.cluster_errors:
         for error in snapshot.cluster_errors:
             log.warning("cluster %s: the parse failed: %s", name, _described(error))
@@ -526,7 +527,7 @@ def _log_load(previous: ClusterSnapshot, snapshot: ClusterSnapshot, changes: lis
     event = pb.WorkflowEvent
     for change in changes:
         new, old = snapshot.entries.get(change.workflow), previous.entries.get(change.workflow)
-        workflow = _printable(change.workflow)
+        workflow = escape_control_characters(change.workflow)
         if change.type == event.TYPE_BROKEN and new is not None:
             served = (f"its last good version {change.new_fingerprint[:12]} is served"
                       if new.status is Status.STALE else "it has no good version to serve")
@@ -558,16 +559,7 @@ def _described(error: model.WorkflowError) -> str:
     chooses the message)."""
     where = f" at {error.file}:{error.line}" if error.file and error.line else (
         f" at {error.file}" if error.file else "")
-    return _printable(f"{error.kind.value}{where}: {error.message}")
-
-
-# C0 and C1 control characters and DEL, written as escapes: a log line stays one line and
-# cannot drive the operator's terminal.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
-
-
-def _printable(text: str) -> str:
-    return text.translate(_CONTROL_ESCAPES)
+    return escape_control_characters(f"{error.kind.value}{where}: {error.message}")
 
 
 def _log_failure(future) -> None:
