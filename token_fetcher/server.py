@@ -20,7 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
-from legacy_parser.sandbox import Isolation, Sandbox
+from legacy_parser.isolation import Isolation
+from legacy_parser.sandbox import Sandbox
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog
 from token_fetcher.config import ServerConfig

@@ -16,7 +16,7 @@ import weakref
 import cachetools
 import grpc
 
-from legacy_parser.sandbox import Isolation
+from legacy_parser.isolation import Isolation
 from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
