@@ -21,7 +21,7 @@ from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog
-from token_fetcher.migration import handover
+from token_fetcher.handovers import handover
 from token_fetcher.request_checks import (
     Failure,
     after_token,

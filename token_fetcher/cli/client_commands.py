@@ -51,11 +51,7 @@ from token_fetcher.client import (
     TokenFetcherClient,
     Unavailable,
 )
-from token_fetcher.migration import (
-    MigrationMetadata,
-    parse_metadata,
-    read_metadata,
-)
+from token_fetcher.migration import MigrationMetadata, parse_metadata, read_metadata
 
 __all__ = ["register"]
 

@@ -31,14 +31,13 @@ from token_fetcher.cli.connection import (
 )
 from token_fetcher.cli.output import NO_LEGACY_RUN, iso_time, print_fields, print_table
 from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
+from token_fetcher.handovers import Handover, rollback_handover
+from token_fetcher.metadata_discovery import discover_metadata
 from token_fetcher.migration import (
-    Handover,
     MigrationMetadata,
-    discover_metadata,
     metadata_path,
     parse_date,
     read_metadata,
-    rollback_handover,
     write_metadata,
 )
 from token_fetcher.migration_record import Record, append_record, current_user, read_records

@@ -18,8 +18,8 @@ as read-only (copy before mutating).
 The modules, one concern each: ``_errors`` (status codes to exceptions), ``_models``
 (what the methods return), ``_transport`` (the channel, deadlines, retries, metrics),
 ``_cache`` (specs by workflow and by fingerprint, and the watch that invalidates them),
-``_client`` (the public methods). Imports only the generated stubs, the health stubs and
-``token_fetcher.migration``, never the server side.
+``_client`` (the public methods). Imports only the generated stubs, the health stubs,
+``token_fetcher.migration`` and ``token_fetcher.handovers``, never the server side.
 """
 
 from token_fetcher.client._client import MetadataOrPath, TokenFetcherClient

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from token_fetcher import migration
+from token_fetcher import handovers, migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client._cache import Entry, InvalidationWatch, SpecCache
 from token_fetcher.client._errors import (
@@ -345,7 +345,7 @@ class TokenFetcherClient:
         server_handover: pb.Handover | None = None,
     ) -> MigratedWorkflow:
         name = f"{metadata.cluster_name}/{metadata.workflow_name}"
-        computed = migration.schedule_handover(entry.spec, metadata.migration_epoch)
+        computed = handovers.schedule_handover(entry.spec, metadata.migration_epoch)
         if computed is None and server_handover is not None:
             computed = _server_handover(server_handover)
         if computed is None:
@@ -408,10 +408,10 @@ def _utc(epoch: int) -> datetime:
     return _EPOCH + timedelta(seconds=epoch)
 
 
-def _server_handover(message: pb.Handover) -> migration.Handover:
+def _server_handover(message: pb.Handover) -> handovers.Handover:
     last = (message.last_legacy_run_time.seconds if message.HasField("last_legacy_run_time")
             else None)
-    return migration.Handover(last_legacy_run=last,
+    return handovers.Handover(last_legacy_run=last,
                               first_new_run=message.first_new_run_time.seconds)
 
 
