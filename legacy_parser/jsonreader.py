@@ -1,4 +1,5 @@
-"""JSON repository trees, read with RepositoryConfigParser's semantics (PINBALL_FORMAT.md 3).
+"""JSON repository trees, read with RepositoryConfigParser's semantics
+(docs/pinball-compatibility.md, "The JSON format (RepositoryConfigParser)").
 
 Layout: ``<root>/workflow/<workflow>/schedule`` and ``<root>/workflow/<workflow>/job/<job>``.
 Runs inside a sandbox worker: templates are user classes loaded by dotted path.

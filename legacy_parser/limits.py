@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from legacy_parser.control_characters import escape_control_characters
 from legacy_parser.model import ErrorKind, ParseResult, Workflow, WorkflowError
 
 MAX_NAME_LENGTH = 512
@@ -36,9 +37,7 @@ def name_problem(name: str) -> str:
 def printable(name: str, length: int = 100) -> str:
     """``name`` shortened, with control characters escaped: fit for an error or a terminal,
     and itself a valid name (a broken workflow is listed under it)."""
-    shown = "".join(f"\\x{ord(char):02x}" if _is_control(char) else char
-                    for char in name[:length])
-    shown += "..." if len(name) > length else ""
+    shown = escape_control_characters(name[:length]) + ("..." if len(name) > length else "")
     return shown if shown == shown.strip() else repr(shown)
 
 

@@ -1,4 +1,5 @@
-"""Python definitions, read with PyWorkflowParser's semantics (PINBALL_FORMAT.md section 2).
+"""Python definitions, read with PyWorkflowParser's semantics (docs/pinball-compatibility.md,
+"The Python format (PyWorkflowParser)").
 
 Runs inside a sandbox worker: it imports user code.
 """

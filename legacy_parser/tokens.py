@@ -6,15 +6,60 @@ wall clock), the token names, and ``end_date`` in the commands; nothing else.
 
 from __future__ import annotations
 
-from legacy_parser.model import (
-    WORKFLOW_START_INPUT,
-    EventToken,
-    JobToken,
-    RunTokens,
-    ScheduleToken,
-    Workflow,
-)
+from dataclasses import dataclass
+
+from legacy_parser.model import WORKFLOW_START_INPUT, OverrunPolicy, Workflow
 from legacy_parser.schedule import next_run_after, run_end_date
+
+
+@dataclass(frozen=True, slots=True)
+class JobToken:
+    """Pinball's waiting job token for one run, typed instead of pickled."""
+
+    name: str
+    job: str
+    payload_name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    emails: tuple[str, ...]
+    max_attempts: int
+    retry_delay_sec: int
+    warn_timeout_sec: int | None
+    abort_timeout_sec: int | None
+    command: str
+    cleanup_template: str | None
+    is_condition: bool
+    priority: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleToken:
+    name: str
+    next_run_epoch: int
+    recurrence_seconds: int
+    overrun_policy: OverrunPolicy
+    workflow: str
+    emails: tuple[str, ...]
+    max_running_instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventToken:
+    """The start event that lets a top-level job run."""
+
+    name: str
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTokens:
+    workflow: str
+    run_epoch: int
+    instance: str
+    end_date: str
+    jobs: tuple[JobToken, ...]
+    schedule: ScheduleToken
+    events: tuple[EventToken, ...]
 
 
 def schedule_token_name(workflow: str) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from legacy_parser.sandbox import Sandbox, SandboxLimits
+from legacy_parser.isolation import SandboxLimits
+from legacy_parser.sandbox import Sandbox
 from tests.helpers import EXAMPLES, EventWatch, example_clusters
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config

@@ -111,14 +111,23 @@ def replace_file(path: Path, old: str, new: str) -> None:
     os.replace(temp, path)
 
 
+def cluster_config(name: str, repo: Path) -> dict:
+    """The server config's ``clusters`` entry of one cluster: ``repo`` and its pinball.yaml."""
+    return {name: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
+
+
 def example_clusters(python_repo: Path | None = None, json_repo: Path | None = None) -> dict:
-    python_repo = python_repo or EXAMPLES / "python_repo"
-    json_repo = json_repo or EXAMPLES / "json_repo"
-    return {
-        "example_python": {"repo": str(python_repo),
-                           "pinball_config": str(python_repo / "pinball.yaml")},
-        "example_json": {"repo": str(json_repo), "pinball_config": str(json_repo / "pinball.yaml")},
-    }
+    return {**cluster_config("example_python", python_repo or EXAMPLES / "python_repo"),
+            **cluster_config("example_json", json_repo or EXAMPLES / "json_repo")}
+
+
+def process_ended(pid: int) -> bool:
+    """The process is gone, or a zombie waiting for its reaper: it runs no more."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == b"Z"
 
 
 

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
 from tests.helpers import FakeClock, wait_for
-from token_fetcher import migration
+from token_fetcher import handovers, migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import (
@@ -167,7 +167,7 @@ class FakeTokenFetcher(pb_grpc.TokenFetcherServicer):
         if not request.cluster or not request.workflow:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "cluster and workflow")
         fingerprint, spec = self._spec(request.cluster, request.workflow)
-        split = migration.handover(
+        split = handovers.handover(
             REFERENCE, spec.schedule.recurrence_seconds, request.migration_time.seconds
         )
         handover = pb.Handover(

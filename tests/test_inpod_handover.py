@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from inpod_sides import HEARTBEAT, POLL, STALE_AFTER
 
-from tests.helpers import wait_for
+from tests.helpers import process_ended, wait_for
 from token_fetcher.inpod import runner
 from token_fetcher.inpod.handover import Handover
 
@@ -105,21 +105,13 @@ class Sides:
             process.stderr.close()
         for name in ("shell.pid", "child.pid"):
             path = self.work / name
-            if path.exists() and path.read_text().strip() and alive(int(path.read_text())):
-                os.kill(int(path.read_text()), signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    """A process that is running (not gone, not a zombie)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != b"Z"
+            pid = path.read_text().strip() if path.exists() else ""
+            if pid and not process_ended(int(pid)):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def gone(pid: int) -> None:
-    wait_for(lambda: not alive(pid), DEADLINE, message=f"process {pid} to end")
+    wait_for(lambda: process_ended(pid), DEADLINE, message=f"process {pid} to end")
 
 
 def kill(process: subprocess.Popen) -> None:
@@ -366,7 +358,7 @@ def test_recovery_never_kills_by_pids_of_another_pid_namespace(sides):
         record = sides.exit_record()
         assert record["outcome"] == runner.LOST
         assert "died with its container" in record["message"]
-        assert alive(bystander.pid)
+        assert not process_ended(bystander.pid)
     finally:
         bystander.kill()
         bystander.wait(timeout=DEADLINE)

@@ -13,13 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from token_fetcher.handovers import Handover, handover
+from token_fetcher.metadata_discovery import Discovery, discover_metadata
 from token_fetcher.migration import (
-    Discovery,
-    Handover,
     MetadataError,
     MigrationMetadata,
-    discover_metadata,
-    handover,
     parse_metadata,
     read_metadata,
     write_metadata,

@@ -14,12 +14,8 @@ from test_client import CLUSTER, FakeTokenFetcher, Server, make_spec
 from tests.helpers import error_line, example_clusters, replace_file, wait_for
 from token_fetcher.cli import build_parser
 from token_fetcher.client import TokenFetcherClient
-from token_fetcher.migration import (
-    MigrationMetadata,
-    handover,
-    read_metadata,
-    rollback_handover,
-)
+from token_fetcher.handovers import handover, rollback_handover
+from token_fetcher.migration import MigrationMetadata, read_metadata
 from token_fetcher.migration_record import RECORD_FILE, read_records
 
 Run = Callable[..., tuple[int, str, str]]

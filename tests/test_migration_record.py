@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from token_fetcher.migration import discover_metadata
+from token_fetcher.metadata_discovery import discover_metadata
 from token_fetcher.migration_record import (
     RECORD_FILE,
     Record,

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from legacy_parser.isolation import SandboxLimits
 from legacy_parser.model import ErrorKind, ParseResult
-from legacy_parser.sandbox import Sandbox, SandboxLimits
+from legacy_parser.sandbox import Sandbox
 from tests.helpers import (
     EXAMPLES,
     JSON_PARSER,

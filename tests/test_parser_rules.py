@@ -16,19 +16,15 @@ import pytest
 from legacy_parser.model import (
     CommandTemplate,
     ErrorKind,
-    EventToken,
     JobKind,
-    JobToken,
     OverrunPolicy,
     ParseResult,
-    RunTokens,
     Schedule,
-    ScheduleToken,
     SourceFile,
     from_plain,
     to_plain,
 )
-from legacy_parser.tokens import run_tokens
+from legacy_parser.tokens import EventToken, JobToken, RunTokens, ScheduleToken, run_tokens
 from tests.helpers import EXAMPLES, JSON_PARSER, PY_PARSER, parse_repo, write_repo
 
 PYTHON_REPO = EXAMPLES / "python_repo"

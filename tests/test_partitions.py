@@ -13,12 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from token_fetcher.airflow import manifest as manifests
-from token_fetcher.migration import (
-    MetadataError,
-    MigrationMetadata,
-    parse_metadata,
-    write_metadata,
-)
+from token_fetcher.migration import MetadataError, MigrationMetadata, parse_metadata, write_metadata
 from token_fetcher.partitions import Partitioning, hash_partition
 
 JAN_1 = datetime(2020, 1, 1, tzinfo=UTC)

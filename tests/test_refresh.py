@@ -355,7 +355,7 @@ def test_same_size_rewrite_within_the_timestamp_granularity_is_noticed(tmp_path)
     """The catalog's file watch trusts stat signatures only once they are old enough: a file
     rewritten with the same size and, on a coarse clock, the same mtime is still re-hashed."""
     from legacy_parser.digests import file_digest
-    from token_fetcher.catalog import FileWatch
+    from token_fetcher.watch import FileWatch
 
     path = tmp_path / "workflows.py"
     path.write_text("PRIORITY = 30\n")

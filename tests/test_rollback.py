@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from token_fetcher.migration import (
-    MetadataError,
-    MigrationMetadata,
-    Rollback,
-    handover,
-    parse_metadata,
-    rollback_handover,
-)
+from token_fetcher.handovers import Rollback, handover, rollback_handover
+from token_fetcher.migration import MetadataError, MigrationMetadata, parse_metadata
 
 DAY = 86_400
 WEEK = 7 * DAY
@@ -206,17 +200,17 @@ def test_migrate_rollback_migrate_runs_every_grid_point_once(
 
 def test_one_definition_of_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
     # The reverse handover is the forward one's grid function, not a copy of it.
-    import token_fetcher.migration as migration
+    import token_fetcher.handovers as handovers
 
     calls = []
-    real = migration.handover
+    real = handovers.handover
 
     def spy(*args: int):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(migration, "handover", spy)
-    migration.rollback_handover(DAILY_REF, DAY, NEW_YEAR_2020, NEW_YEAR_2020 + DAY)
+    monkeypatch.setattr(handovers, "handover", spy)
+    handovers.rollback_handover(DAILY_REF, DAY, NEW_YEAR_2020, NEW_YEAR_2020 + DAY)
     assert calls == [(DAILY_REF, DAY, NEW_YEAR_2020), (DAILY_REF, DAY, NEW_YEAR_2020 + DAY)]
 
 

@@ -340,12 +340,12 @@ def test_installed_token_fetcher_validate(tmp_path):
 def test_isolation_option_chooses_the_sandbox(capsys, monkeypatch):
     """strict (the default) refuses where the host cannot isolate a parse, and says why;
     best_effort parses with what the host gives."""
-    from legacy_parser import sandbox
+    from legacy_parser import isolation
 
     strict = validate(capsys, str(JSON_YAML))
     best_effort = validate(capsys, "--isolation", "best_effort", str(JSON_YAML))
     assert strict[0] == best_effort[0] == 0 and strict[1] == best_effort[1]
-    monkeypatch.setattr(sandbox, "_find_bwrap", lambda: "")
+    monkeypatch.setattr(isolation, "_find_bwrap", lambda: "")
     code, out, err = validate(capsys, str(JSON_YAML))
     assert code == 2 and out == ""
     assert "sandbox.isolation is strict, but this host cannot isolate parses" in err

@@ -1,26 +1,24 @@
 """Per-cluster versioned snapshots of parsed workflows: load, watch, refresh, last-known-good.
 
-A snapshot is immutable and swapped in whole, so requests read a consistent view
-without locks. When a new parse breaks a workflow (or the whole cluster), its last
-good version stays served, flagged stale, with the error. Watchers hear of every
-change. Requests never parse, import user code or walk the file system: all of that
-happens here, in background threads and sandbox workers.
+A snapshot (token_fetcher.snapshot) is immutable and swapped in whole, so requests read
+a consistent view without locks. When a new parse breaks a workflow (or the whole
+cluster), its last good version stays served, flagged stale, with the error
+(token_fetcher.snapshot_merge). Watchers hear of every change
+(token_fetcher.subscriptions). Requests never parse, import user code or walk the file
+system: all of that happens here, in background threads and sandbox workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 import os
-import queue
 import select
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import cachetools
 
@@ -32,106 +30,22 @@ from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ClusterConfig, ConfigError, ServerConfig
 from token_fetcher.history import VersionHistory
+from token_fetcher.load_log import log_load
 from token_fetcher.metrics import ServerMetrics
+from token_fetcher.snapshot import (
+    Change,
+    ClusterSnapshot,
+    LoadState,
+    ReloadOutcome,
+    Status,
+    Version,
+)
+from token_fetcher.snapshot_merge import merge, new_versions, served_fingerprints
+from token_fetcher.subscriptions import Subscribers, Subscription
 from token_fetcher.watch import FileWatch
+from token_fetcher.watch_scope import also_watched
 
 log = logging.getLogger(__name__)
-
-
-class Status(enum.Enum):
-    OK = pb.PARSE_STATUS_OK
-    STALE = pb.PARSE_STATUS_STALE
-    BROKEN = pb.PARSE_STATUS_BROKEN
-
-
-class LoadState(enum.Enum):
-    LOADING = pb.LOAD_STATE_LOADING
-    READY = pb.LOAD_STATE_READY
-    FAILED = pb.LOAD_STATE_FAILED
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One version of a workflow: the parsed model and its spec, kept serialized (a third
-    of the memory of the message; a served answer is cached by the service)."""
-
-    workflow: model.Workflow
-    fingerprint: str
-    spec_bytes: bytes  # a WorkflowSpec without next_run_time
-
-    def spec(self) -> pb.WorkflowSpec:
-        return pb.WorkflowSpec.FromString(self.spec_bytes)
-
-
-# Compared and hashed by identity: an unchanged workflow keeps its Entry across parses
-# (see _merge), so the service can key the answers it builds from one on it.
-@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
-class Entry:
-    name: str
-    status: Status
-    version: Version | None
-    errors: tuple[model.WorkflowError, ...]
-    # The layout changed between two parses that read the same files (see _merge).
-    dynamic: bool = False
-
-
-@dataclass(frozen=True)
-class ClusterSnapshot:
-    name: str
-    state: LoadState
-    format: int
-    entries: Mapping[str, Entry]
-    names: tuple[str, ...]
-    cluster_errors: tuple[model.WorkflowError, ...]
-    errors: tuple[model.WorkflowError, ...]
-    loaded_at: float | None = None
-    load_duration: float = 0.0
-    last_success: float | None = None
-    files_watched: int = 0
-    job_count: int = 0
-
-    def count(self, status: Status) -> int:
-        return sum(1 for entry in self.entries.values() if entry.status is status)
-
-    @property
-    def dynamic_count(self) -> int:
-        return sum(1 for entry in self.entries.values() if entry.dynamic)
-
-
-@dataclass(frozen=True)
-class Change:
-    type: int  # pb.WorkflowEvent.Type
-    cluster: str
-    workflow: str
-    old_fingerprint: str
-    new_fingerprint: str
-    errors: tuple[model.WorkflowError, ...]
-    time: float
-
-
-@dataclass(frozen=True)
-class ReloadOutcome:
-    snapshot: ClusterSnapshot
-    changes: tuple[Change, ...]
-
-
-# How many changes a watcher may fall behind before its watch ends.
-WATCH_QUEUE_CAPACITY = 10000
-
-
-class Subscription:
-    """A watcher's queue of changes; ``overflowed`` when it fell too far behind."""
-
-    def __init__(self, cluster: str, capacity: int = WATCH_QUEUE_CAPACITY) -> None:
-        self.cluster = cluster
-        self.queue: queue.Queue[Change | None] = queue.Queue(capacity)
-        self.overflowed = False
-
-    def offer(self, change: Change | None) -> None:
-        try:
-            self.queue.put_nowait(change)
-        except queue.Full:
-            self.overflowed = True
 
 
 class Catalog:
@@ -156,8 +70,7 @@ class Catalog:
         self._parsed_at = {n: 0.0 for n in config.clusters}
         self._versions: cachetools.LRUCache[tuple[str, str], Version] = cachetools.LRUCache(4096)
         self._versions_lock = threading.Lock()
-        self._subscribers: list[Subscription] = []
-        self._subscribers_lock = threading.Lock()
+        self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._first_load_done = threading.Event()
         self._awaiting_first_load = set(config.clusters)
@@ -204,9 +117,7 @@ class Catalog:
         for name, watch in self._watches.items():
             with self._cluster_locks[name]:  # not while a poll that timed out reads it
                 watch.close()
-        with self._subscribers_lock:
-            for subscriber in self._subscribers:
-                subscriber.offer(None)
+        self._subscribers.end_all()
 
     def close(self) -> None:
         self.stop()
@@ -240,25 +151,13 @@ class Catalog:
     # --- watchers -------------------------------------------------------------------
 
     def subscribe(self, cluster: str) -> Subscription:
-        subscription = Subscription(cluster)
-        with self._subscribers_lock:
-            self._subscribers.append(subscription)
+        subscription = self._subscribers.add(cluster)
         if self._stop.is_set():
             subscription.offer(None)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        with self._subscribers_lock:
-            if subscription in self._subscribers:
-                self._subscribers.remove(subscription)
-
-    def _publish(self, changes: Iterable[Change]) -> None:
-        with self._subscribers_lock:
-            subscribers = list(self._subscribers)
-        for change in changes:
-            for subscriber in subscribers:
-                if not subscriber.cluster or subscriber.cluster == change.cluster:
-                    subscriber.offer(change)
+        self._subscribers.remove(subscription)
 
     # --- loading --------------------------------------------------------------------
 
@@ -349,10 +248,10 @@ class Catalog:
                 not error.workflow for error in result.errors) else None
             same_inputs = inputs is not None and inputs == self._inputs[name]
             self._inputs[name] = inputs
-            snapshot, changes = self._merge(previous, result, wall_started, versions, restored,
-                                            same_inputs)
-            new_versions = {v.fingerprint: v.workflow for v in _new_versions(previous, snapshot)}
-            served = _served(snapshot)
+            snapshot, changes = merge(previous, result, wall_started, versions, restored,
+                                      same_inputs)
+            added = {v.fingerprint: v.workflow for v in new_versions(previous, snapshot)}
+            served = served_fingerprints(snapshot)
             with self._versions_lock:
                 for entry in snapshot.entries.values():
                     if entry.version is not None:
@@ -360,18 +259,18 @@ class Catalog:
             self._snapshots[name] = snapshot
             # Served from here on, so watchers hear of it now, before the watch is taken
             # up again (stat calls over every file of a large tree).
-            self._publish(changes)
+            self._subscribers.publish(changes)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
             self._reset_watch(cluster, result, extra_watch, before)
             _record_load(self.metrics, snapshot, result, changes)
             self._parsed_at[name] = time.monotonic()
-        _log_load(previous, snapshot, changes, time.monotonic() - started)
+        log_load(previous, snapshot, changes, time.monotonic() - started)
         self._first_load_swapped(name)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
-        self.history.save(name, list(new_versions.items()),
-                          served if served != _served(previous) or self.history.error
+        self.history.save(name, list(added.items()),
+                          served if served != served_fingerprints(previous) or self.history.error
                           else None)
         self.metrics.state_store_healthy.set(0 if self.history.error else 1)
         return ReloadOutcome(snapshot, tuple(changes))
@@ -395,94 +294,12 @@ class Catalog:
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str], before: Mapping[str, tuple | None]) -> None:
-        root = cluster.repo
-        parsed = {os.path.join(root, f.path): f.sha256 for f in result.files}
+        parsed = {os.path.join(cluster.repo, f.path): f.sha256 for f in result.files}
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
-        # Files of the last good parse are watched too: a broken parse may have read
-        # none (say, the repo folder vanished), yet their return must trigger a retry.
-        also = [*self._last_good_files[cluster.name], *extra]
-        if result.errors:
-            # A broken parse may wait for a file it could not find (a module imported
-            # before it is written, say): watch the listings of the folders it read from
-            # and of the repo root, so that the file's arrival triggers a retry.
-            folders = {os.path.dirname(path.rstrip(os.sep)) for path in parsed}
-            folders.add(root.rstrip(os.sep))
-            also.extend(folder + os.sep for folder in sorted(folders))
-        if result.errors and not parsed:
-            # The parse reports nothing it read (the worker crashed or timed out): the fix
-            # may land in any file, so watch the whole repo until a parse reads something.
-            also.extend(_repo_tree(root, cluster.name))
+        also = also_watched(cluster.repo, cluster.name, parsed,
+                            self._last_good_files[cluster.name], extra, bool(result.errors))
         self._watches[cluster.name].reset(parsed, also, before)
-
-    def _merge(self, previous: ClusterSnapshot, result: model.ParseResult,
-               wall_started: float, versions: Mapping[str, Version] | None = None,
-               restored: Mapping[str, Version] | None = None, same_inputs: bool = False,
-               ) -> tuple[ClusterSnapshot, list[Change]]:
-        """The snapshot a parse gives; a workflow that fails keeps its last good version:
-        the one ``previous`` serves, else the one ``restored`` from the history.
-
-        ``same_inputs``: the parse read the same files with the same contents, and the same
-        parser setup, as the one before. Then a workflow whose layout changed is dynamic
-        (its definition depends on the clock, randomness or outside data), and one whose
-        layout did not change is no longer. Otherwise the flag stays as it was.
-        """
-        restored = restored or {}
-        name = previous.name
-        entries: dict[str, Entry] = {}
-        for workflow in result.workflows:
-            old = previous.entries.get(workflow.name)
-            version = versions[workflow.name] if versions else _version(workflow)
-            was_ok = old is not None and old.version is not None and old.status is Status.OK
-            if was_ok and old.version.fingerprint == version.fingerprint:
-                # Unchanged: keep its ready-made answers, unless a re-parse of the same
-                # files just showed that its layout is stable again.
-                entries[workflow.name] = old if not (same_inputs and old.dynamic) \
-                    else Entry(workflow.name, Status.OK, version, ())
-            else:
-                dynamic = (was_ok and same_inputs) or (old is not None and old.dynamic)
-                entries[workflow.name] = Entry(workflow.name, Status.OK, version, (), dynamic)
-        by_workflow: dict[str, list[model.WorkflowError]] = {}
-        cluster_errors = []
-        for error in result.errors:
-            if error.workflow:
-                by_workflow.setdefault(error.workflow, []).append(error)
-            else:
-                cluster_errors.append(error)
-        for workflow_name, errors in by_workflow.items():
-            entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
-                                                   tuple(errors))
-        if cluster_errors:
-            # The parse as a whole failed: keep every workflow it could not see.
-            for workflow_name in [*previous.entries, *restored]:
-                if workflow_name not in entries:
-                    entries[workflow_name] = _failed_entry(previous, restored, workflow_name,
-                                                           tuple(cluster_errors))
-        succeeded = bool(result.workflows) or not cluster_errors
-        if not succeeded and (previous.state is LoadState.FAILED
-                              or (previous.state is LoadState.LOADING and not entries)):
-            state = LoadState.FAILED
-        else:
-            state = LoadState.READY
-        snapshot = ClusterSnapshot(
-            name=name,
-            state=state,
-            format=previous.format,
-            entries=entries,
-            names=tuple(sorted(entries)),
-            cluster_errors=tuple(cluster_errors),
-            # The cluster's errors and those of every workflow (stale entries carry the
-            # cluster's errors too: listed once).
-            errors=tuple(dict.fromkeys([*cluster_errors, *(
-                error for workflow in sorted(entries) for error in entries[workflow].errors)])),
-            loaded_at=wall_started,
-            load_duration=result.duration_seconds,
-            last_success=(wall_started if not any(e.errors for e in entries.values())
-                          and not cluster_errors else previous.last_success),
-            files_watched=len(result.files),
-            job_count=sum(len(e.version.workflow.jobs) for e in entries.values() if e.version),
-        )
-        return snapshot, _changes(previous, snapshot, wall_started, same_inputs)
 
 
 # After a notification, the poller waits this long for the rest of a burst of writes;
@@ -490,86 +307,6 @@ class Catalog:
 _SETTLE_SECONDS = 0.1
 # How often the poller, waiting, sees stop() and a load that ended.
 _STOP_CHECK_SECONDS = 0.1
-
-# Watching a whole repo is the fallback after a parse that read nothing: bounded, since
-# every watched path is hashed once, and stat'ed at each poll where it is polled.
-_MAX_TREE_WATCH = 20_000
-
-
-def _repo_tree(root: str, cluster: str) -> list[str]:
-    """The repo's visible folders (as listings, ending in a separator) and regular files,
-    at most _MAX_TREE_WATCH of them."""
-    found: list[str] = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders
-                               if not name.startswith(".") and name != "__pycache__")
-        found.append(folder.rstrip(os.sep) + os.sep)
-        found.extend(path for path in (os.path.join(folder, name) for name in sorted(files)
-                                       if not name.startswith("."))
-                     if os.path.isfile(path))
-        if len(found) >= _MAX_TREE_WATCH:
-            log.warning("cluster %s: the repo %s has more than %d files and folders; after "
-                        "this failed parse only the first %d are watched (a fix elsewhere "
-                        "needs a Reload)", cluster, root, _MAX_TREE_WATCH, _MAX_TREE_WATCH)
-            return found[:_MAX_TREE_WATCH]
-    return found
-
-
-def _log_load(previous: ClusterSnapshot, snapshot: ClusterSnapshot, changes: list[Change],
-              seconds: float) -> None:
-    """What an operator needs from a load: a summary, and what broke, recovered or turned
-    out to be dynamic (each once, when it happens)."""
-    name = _printable(snapshot.name)
-    if snapshot.cluster_errors != previous.cluster_errors:
-        for error in snapshot.cluster_errors:
-            log.warning("cluster %s: the parse failed: %s", name, _described(error))
-        if previous.cluster_errors and not snapshot.cluster_errors:
-            log.info("cluster %s: the parse succeeds again", name)
-    event = pb.WorkflowEvent
-    for change in changes:
-        new, old = snapshot.entries.get(change.workflow), previous.entries.get(change.workflow)
-        workflow = _printable(change.workflow)
-        if change.type == event.TYPE_BROKEN and new is not None:
-            served = (f"its last good version {change.new_fingerprint[:12]} is served"
-                      if new.status is Status.STALE else "it has no good version to serve")
-            more = f" (and {len(new.errors) - 1} more errors)" if len(new.errors) > 1 else ""
-            log.warning("cluster %s: workflow %s is %s (%s): %s%s", name, workflow,
-                        new.status.name, served, _described(new.errors[0]), more)
-        elif change.type == event.TYPE_DYNAMIC and old is not None and not old.dynamic:
-            log.warning("cluster %s: workflow %s has a dynamic layout: it changed (%s -> %s) "
-                        "although no file its parse read changed (does it depend on the clock, "
-                        "randomness or outside data?); the newest is served", name, workflow,
-                        change.old_fingerprint[:12], change.new_fingerprint[:12])
-        elif change.type == event.TYPE_DYNAMIC:
-            log.info("cluster %s: dynamic workflow %s changed again (%s -> %s)", name, workflow,
-                     change.old_fingerprint[:12], change.new_fingerprint[:12])
-        elif change.type == event.TYPE_CHANGED and old is not None and new is not None:
-            if old.status is not Status.OK:
-                log.info("cluster %s: workflow %s recovered: OK, version %s", name, workflow,
-                         change.new_fingerprint[:12])
-            if old.dynamic and not new.dynamic:
-                log.info("cluster %s: workflow %s no longer looks dynamic: a re-parse of the "
-                         "same files gave the same layout", name, workflow)
-    log.info("cluster %s: loaded in %.2f s: %d workflows (%d OK, %d stale, %d broken, "
-             "%d dynamic)", name, seconds, len(snapshot.entries), snapshot.count(Status.OK),
-             snapshot.count(Status.STALE), snapshot.count(Status.BROKEN), snapshot.dynamic_count)
-
-
-def _described(error: model.WorkflowError) -> str:
-    """``kind at file:line: message``, with control characters escaped (definition code
-    chooses the message)."""
-    where = f" at {error.file}:{error.line}" if error.file and error.line else (
-        f" at {error.file}" if error.file else "")
-    return _printable(f"{error.kind.value}{where}: {error.message}")
-
-
-# C0 and C1 control characters and DEL, written as escapes: a log line stays one line and
-# cannot drive the operator's terminal.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
-
-
-def _printable(text: str) -> str:
-    return text.translate(_CONTROL_ESCAPES)
 
 
 def _log_failure(future) -> None:
@@ -637,14 +374,6 @@ def _servable(result: model.ParseResult, previous: ClusterSnapshot,
     return dataclasses.replace(result, workflows=workflows, errors=errors), versions
 
 
-def _failed_entry(previous: ClusterSnapshot, restored: Mapping[str, Version], name: str,
-                  errors: tuple[model.WorkflowError, ...]) -> Entry:
-    old = previous.entries.get(name)
-    good = old.version if old is not None else restored.get(name)
-    return Entry(name, Status.STALE if good else Status.BROKEN, good, errors,
-                 old is not None and old.dynamic)
-
-
 def _record_load(metrics: ServerMetrics, snapshot: ClusterSnapshot, result: model.ParseResult,
                  changes: Iterable[Change]) -> None:
     metrics.record_load(
@@ -659,44 +388,3 @@ def _record_load(metrics: ServerMetrics, snapshot: ClusterSnapshot, result: mode
         snapshot_bytes=sum(len(entry.version.spec_bytes) for entry in snapshot.entries.values()
                            if entry.version is not None),
     )
-
-
-def _served(snapshot: ClusterSnapshot) -> dict[str, str]:
-    return {name: entry.version.fingerprint for name, entry in snapshot.entries.items()
-            if entry.version is not None}
-
-
-def _new_versions(previous: ClusterSnapshot, snapshot: ClusterSnapshot) -> list[Version]:
-    known = {e.version.fingerprint for e in previous.entries.values() if e.version}
-    return [e.version for e in snapshot.entries.values()
-            if e.version is not None and e.version.fingerprint not in known]
-
-
-def _fingerprint(entry: Entry | None) -> str:
-    return entry.version.fingerprint if entry is not None and entry.version else ""
-
-
-def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float,
-             same_inputs: bool) -> list[Change]:
-    event = pb.WorkflowEvent
-    changes = []
-    for name in snapshot.names:
-        new, old = snapshot.entries[name], previous.entries.get(name)
-        old_fp, new_fp = _fingerprint(old), _fingerprint(new)
-        if new.status is not Status.OK:
-            if old is None or old.status is Status.OK or old.errors != new.errors:
-                changes.append(Change(event.TYPE_BROKEN, snapshot.name, name, old_fp, new_fp,
-                                      new.errors, now))
-        elif old is None:
-            changes.append(Change(event.TYPE_ADDED, snapshot.name, name, "", new_fp, (), now))
-        elif old_fp != new_fp and same_inputs and old.status is Status.OK:
-            changes.append(Change(event.TYPE_DYNAMIC, snapshot.name, name, old_fp, new_fp, (),
-                                  now))
-        elif old_fp != new_fp or old.status is not Status.OK or old.dynamic != new.dynamic:
-            changes.append(Change(event.TYPE_CHANGED, snapshot.name, name, old_fp, new_fp, (),
-                                  now))
-    for name in previous.names:
-        if name not in snapshot.entries:
-            changes.append(Change(event.TYPE_REMOVED, snapshot.name, name,
-                                  _fingerprint(previous.entries[name]), "", (), now))
-    return changes

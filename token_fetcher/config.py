@@ -16,8 +16,8 @@ import yaml
 
 from legacy_parser import compat
 from legacy_parser.cluster import PARSERS, PYTHON_PARSER
+from legacy_parser.isolation import ISOLATION_MODES, STRICT, SandboxLimits
 from legacy_parser.limits import ResultCaps
-from legacy_parser.sandbox import ISOLATION_MODES, STRICT, SandboxLimits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS = "127.0.0.1:9464"

@@ -14,7 +14,7 @@ import hashlib
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from legacy_parser import model
-from legacy_parser.tokens import run_tokens
+from legacy_parser.tokens import JobToken, run_tokens
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 FINGERPRINT_HEX_CHARS = 32
@@ -102,7 +102,7 @@ def fingerprint(spec: pb.WorkflowSpec) -> str:
     return hashlib.sha256(data).hexdigest()[:FINGERPRINT_HEX_CHARS]
 
 
-def job_token(token: model.JobToken) -> pb.JobToken:
+def job_token(token: JobToken) -> pb.JobToken:
     return pb.JobToken(
         name=token.name, job=token.job, payload_name=token.payload_name, inputs=token.inputs,
         outputs=token.outputs, command=token.command, priority=token.priority,

@@ -1,17 +1,15 @@
-"""Migration metadata files and the handovers between Pinball and Airflow on the grid.
+"""Migration metadata files: their format, reading and writing one.
 
 A metadata file names one migrated workflow::
 
     {"cluster_name": "core001", "workflow_name": "test_workflow",
      "migration_date": "2020-01-01 00:00:00"}
 
-Grid points at or before the migration date belong to Pinball; the first grid point
-strictly after it is Airflow's first run (see docs/ARCHITECTURE.md, "Schedule
-alignment at the handover"). A rolled-back workflow's file also has a
-``"rollback_date"``: Airflow keeps the grid points up to and including the last one at
-or before it, and Pinball resumes from the next one (rollback_handover()). Both splits
-are the one grid function, handover(). An optional ``"partition"`` names the DAG
-processor partition that serves the workflow (token_fetcher.partitions).
+Airflow runs the workflow's grid points after the migration date, Pinball those at or
+before it (token_fetcher.handovers). A rolled-back workflow's file also has a
+``"rollback_date"``, after which Pinball runs it again. An optional ``"partition"``
+names the DAG processor partition that serves the workflow (token_fetcher.partitions).
+token_fetcher.metadata_discovery reads every file below a folder.
 """
 
 from __future__ import annotations
@@ -21,28 +19,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from legacy_parser.schedule import last_run_at_or_before, next_run_after
 from token_fetcher.files import atomic_write_text, fsync_directory
 
-if TYPE_CHECKING:
-    from token_fetcher._proto import token_fetcher_pb2 as pb
-
 __all__ = [
-    "Discovery",
-    "Handover",
     "MetadataError",
     "MigrationMetadata",
-    "Rollback",
-    "discover_metadata",
-    "handover",
     "metadata_path",
     "parse_date",
     "parse_metadata",
     "read_metadata",
-    "rollback_handover",
-    "schedule_handover",
     "write_metadata",
 ]
 
@@ -334,137 +321,6 @@ def read_metadata(path: str | os.PathLike[str]) -> MigrationMetadata:
     except UnicodeDecodeError as exc:
         raise MetadataError(f"not UTF-8 text (byte {exc.start}): {exc.reason}", path) from None
     return parse_metadata(text, path)
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """What discover_metadata() found.
-
-    ``entries`` is sorted by (cluster, workflow), one per workflow; ``errors`` holds
-    one MetadataError per unusable file or unreadable folder; ``duplicates`` lists
-    each (cluster, workflow) named by several files with all of their paths.
-    """
-
-    entries: tuple[MigrationMetadata, ...] = ()
-    errors: tuple[MetadataError, ...] = ()
-    duplicates: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-
-
-def _metadata_files(folder: str, errors: list[MetadataError]) -> list[str]:
-    def on_error(exc: OSError) -> None:
-        errors.append(
-            MetadataError(f"cannot list folder: {exc.strerror or exc}", exc.filename or folder)
-        )
-
-    found: list[str] = []
-    for root, dirs, files in os.walk(folder, onerror=on_error):
-        # Pruning in place stops os.walk() descending into hidden folders.
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        found.extend(
-            os.path.join(root, name)
-            for name in files
-            if name.endswith(".json") and not name.startswith(".")
-        )
-    return sorted(found)
-
-
-def discover_metadata(folder: str | os.PathLike[str]) -> Discovery:
-    """Find and read every metadata file under ``folder``.
-
-    A metadata file is any file whose name ends in ``.json`` (case-sensitive) in the
-    folder or any sub-folder, at any depth. Names starting with ``.`` are skipped,
-    files and folders alike (editor swap files, ``.git``, write_metadata()'s temp
-    files). Symlinked files are read; symlinked folders are not followed. When
-    several files name the same (cluster, workflow), the first path in sorted order
-    wins and all paths are reported in ``duplicates``.
-    """
-    errors: list[MetadataError] = []
-    by_key: dict[tuple[str, str], list[MigrationMetadata]] = {}
-    for path in _metadata_files(os.fspath(folder), errors):
-        try:
-            metadata = read_metadata(path)
-        except MetadataError as exc:
-            errors.append(exc)
-            continue
-        by_key.setdefault((metadata.cluster_name, metadata.workflow_name), []).append(metadata)
-
-    keys = sorted(by_key)
-    duplicates = tuple(
-        (cluster, workflow, tuple(m.path for m in by_key[cluster, workflow]))
-        for cluster, workflow in keys
-        if len(by_key[cluster, workflow]) > 1
-    )
-    return Discovery(
-        entries=tuple(by_key[key][0] for key in keys),
-        errors=tuple(sorted(errors, key=lambda exc: exc.path)),
-        duplicates=duplicates,
-    )
-
-
-@dataclass(frozen=True)
-class Handover:
-    """Where Pinball stops and Airflow starts, in UTC epoch seconds.
-
-    ``last_legacy_run`` is None when the migration date is before the reference, so
-    Pinball never ran the workflow.
-    """
-
-    last_legacy_run: int | None
-    first_new_run: int
-
-
-def handover(reference: int, recurrence: int, migration_epoch: int) -> Handover:
-    """Split the grid ``reference + k * recurrence`` (k >= 0) at ``migration_epoch``.
-
-    Grid points at or before the migration date are Pinball's; the first one strictly
-    after it is Airflow's first run, and every later grid point is Airflow's too.
-    """
-    return Handover(
-        last_legacy_run=last_run_at_or_before(reference, recurrence, migration_epoch),
-        first_new_run=next_run_after(reference, recurrence, migration_epoch),
-    )
-
-
-def schedule_handover(
-    message: pb.WorkflowSpec | pb.WorkflowSummary, migration_epoch: int
-) -> Handover | None:
-    """The handover on the grid of a spec's or a summary's ``schedule``; None when it has
-    no usable one (no schedule, or a recurrence that is not positive)."""
-    schedule = message.schedule
-    if not message.HasField("schedule") or schedule.recurrence_seconds <= 0:
-        return None
-    return handover(schedule.reference_time.seconds, schedule.recurrence_seconds, migration_epoch)
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """Where Airflow stops and Pinball resumes after a rollback, in UTC epoch seconds.
-
-    ``last_new_run`` is None when Airflow made no run: rolled back before the first grid
-    point after the migration date.
-    """
-
-    last_new_run: int | None
-    first_legacy_run: int
-
-
-def rollback_handover(
-    reference: int, recurrence: int, migration_epoch: int, rollback_epoch: int
-) -> Rollback:
-    """The reverse handover: Airflow keeps the grid points after the migration date up
-    to and including the last one at or before ``rollback_epoch``; Pinball resumes at the
-    first one strictly after it. The same split of the grid as handover()."""
-    if rollback_epoch < migration_epoch:
-        raise ValueError(
-            f"the rollback date ({rollback_epoch}) is before the migration date "
-            f"({migration_epoch})"
-        )
-    forward = handover(reference, recurrence, migration_epoch)
-    back = handover(reference, recurrence, rollback_epoch)
-    last = back.last_legacy_run
-    if last is not None and last < forward.first_new_run:
-        last = None
-    return Rollback(last_new_run=last, first_legacy_run=back.first_new_run)
 
 
 def metadata_path(folder: str | os.PathLike[str], cluster: str, workflow: str) -> str:

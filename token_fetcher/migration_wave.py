@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.migration import (
-    Handover,
-    MetadataError,
-    MigrationMetadata,
-    metadata_path,
-    read_metadata,
-    schedule_handover,
-)
+from token_fetcher.handovers import Handover, schedule_handover
+from token_fetcher.migration import MetadataError, MigrationMetadata, metadata_path, read_metadata
 from token_fetcher.migration_record import format_time
 
 __all__ = ["Candidate", "existing_problem", "is_glob", "preflight"]

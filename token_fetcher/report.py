@@ -15,7 +15,8 @@ from html import escape
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.files import atomic_write_text
-from token_fetcher.migration import MigrationMetadata, handover, rollback_handover
+from token_fetcher.handovers import handover, rollback_handover
+from token_fetcher.migration import MigrationMetadata
 from token_fetcher.migration_record import Record, format_time
 
 __all__ = ["STATUSES", "Report", "Row", "build_report", "render_html", "write_html"]

@@ -12,7 +12,7 @@ import grpc
 from legacy_parser.limits import name_problem
 from legacy_parser.schedule import is_on_grid, last_run_at_or_before, next_run_after
 from token_fetcher import convert
-from token_fetcher.catalog import Version
+from token_fetcher.snapshot import Version
 
 __all__ = [
     "MAX_EPOCH",

@@ -16,20 +16,12 @@ import weakref
 import cachetools
 import grpc
 
-from legacy_parser.sandbox import Isolation
+from legacy_parser.isolation import Isolation
 from legacy_parser.schedule import next_run_after
 from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.catalog import (
-    WATCH_QUEUE_CAPACITY,
-    Catalog,
-    ClusterSnapshot,
-    Entry,
-    LoadState,
-    Status,
-    Version,
-)
-from token_fetcher.migration import handover
+from token_fetcher.catalog import Catalog
+from token_fetcher.handovers import handover
 from token_fetcher.request_checks import (
     Failure,
     after_token,
@@ -39,6 +31,8 @@ from token_fetcher.request_checks import (
     invalid,
     page_token,
 )
+from token_fetcher.snapshot import ClusterSnapshot, Entry, LoadState, Status, Version
+from token_fetcher.subscriptions import WATCH_QUEUE_CAPACITY
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100

@@ -9,13 +9,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.helpers import wait_for
 
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
@@ -86,6 +90,55 @@ def write_loader(folder: Path) -> Path:
     path = folder / LOADER_FILE_NAME
     path.write_text(loader_file_text())
     return path
+
+
+class BundleMaker:
+    """Makes TokenFetcherDagBundles named "pinball" over one metadata folder and one
+    store, refreshed every second, against ``server``."""
+
+    def __init__(self, server, migrations: Path, store: Path) -> None:
+        self.server = server
+        self.migrations = migrations
+        self.store = store
+
+    def __call__(self, version: str | None = None, **options: Any):
+        # Imported here: this module is imported before Airflow's home is set.
+        from token_fetcher.airflow.bundle import TokenFetcherDagBundle
+
+        return TokenFetcherDagBundle(
+            name="pinball",
+            version=version,
+            migrations_dir=str(self.migrations),
+            store_dir=str(self.store),
+            target=f"127.0.0.1:{self.server.port}",
+            refresh_interval=1,
+            **options,
+        )
+
+
+def killed_while_running(operator, context: dict, pid_file: Path,
+                         timeout: float = 60) -> list[Exception]:
+    """Execute ``operator`` on a thread and, once its command has written ``pid_file``,
+    call ``on_kill()`` as Airflow's SIGTERM handler does; the AirflowExceptions
+    ``execute`` raised."""
+    from airflow.sdk.exceptions import AirflowException
+
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            operator.execute(context)
+        except AirflowException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout,
+             message="the command to start")
+    operator.on_kill()  # execute goes on
+    thread.join(timeout=timeout)
+    assert not thread.is_alive()
+    return errors
 
 
 class Processes:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from airflow_helpers import Processes, airflow_env, migrate_db, prepare_home
+from airflow_helpers import BundleMaker, Processes, airflow_env, migrate_db, prepare_home
+
+from tests.helpers import cluster_config
 
 # Without Airflow (the main venv's `make test`) this tier is not collected at all.
 # Asked of the installed distributions: importing Airflow here would read its
@@ -75,6 +77,25 @@ def _fresh_clients() -> Iterator[None]:
     from token_fetcher.airflow import loader
 
     loader._close_clients()
+
+
+@pytest.fixture
+def python_server(start_server, example_copy):
+    """A server of cluster example_python, a fresh copy of the example Python repo (its
+    folder: ``server.repo``)."""
+    repo = example_copy("python_repo")
+    server = start_server(cluster_config("example_python", repo))
+    server.repo = repo
+    return server
+
+
+@pytest.fixture
+def make_bundle(python_server, tmp_path, monkeypatch, tf_settings, airflow_home) -> BundleMaker:
+    """Makes versioned bundles against ``python_server`` over ``make_bundle.migrations``,
+    where a test writes the metadata files it needs."""
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH", str(tmp_path / "bundles"))
+    tf_settings(python_server, job_cwd=str(python_server.repo))
+    return BundleMaker(python_server, tmp_path / "migrations", tmp_path / "store")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from airflow_helpers import write_migration
 from tests.helpers import wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.airflow import LOADER_FILE_NAME, PROBLEMS_FILE_NAME
-from token_fetcher.airflow.bundle import TokenFetcherDagBundle
 from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.client import TokenFetcherClient
 
@@ -19,28 +18,10 @@ DAG_ID = f"{CLUSTER}__daily_reporting"
 
 
 @pytest.fixture
-def setup(start_server, example_copy, tmp_path, monkeypatch, tf_settings, airflow_home):
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH", str(tmp_path / "bundles"))
-    repo = example_copy("python_repo")
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
-    migrations = tmp_path / "migrations"
+def setup(make_bundle):
     for workflow in ("daily_reporting", "hourly_metrics"):
-        write_migration(migrations, CLUSTER, workflow)
-    tf_settings(server, job_cwd=str(repo))
-
-    def bundle(version: str | None = None) -> TokenFetcherDagBundle:
-        return TokenFetcherDagBundle(
-            name="pinball",
-            version=version,
-            migrations_dir=str(migrations),
-            store_dir=str(tmp_path / "store"),
-            target=f"127.0.0.1:{server.port}",
-            refresh_interval=1,
-        )
-
-    return server, repo, bundle, tmp_path / "store"
+        write_migration(make_bundle.migrations, CLUSTER, workflow)
+    return make_bundle.server, make_bundle.server.repo, make_bundle, make_bundle.store
 
 
 def fingerprints(path) -> dict[str, str]:

@@ -135,24 +135,28 @@ def task_state(task) -> dict:
     return state
 
 
+def built_with_fast_setattr(monkeypatch, enabled: bool, shared: SharedArgs):
+    """The DAG of ``layout()`` with ``audit`` a condition, built with ``[token_fetcher]
+    fast_task_setattr`` set to ``enabled``."""
+    monkeypatch.setenv("AIRFLOW__TOKEN_FETCHER__FAST_TASK_SETATTR", str(enabled))
+    # The setting is read once per task class: forget what earlier builds read.
+    monkeypatch.setattr(fast_setattr, "_converted_names", {})
+    item = layout()
+    [audit] = [job for job in item.spec.jobs if job.name == "audit"]
+    audit.kind = pb.JOB_KIND_CONDITION
+    audit.retry_delay_seconds = 600
+    dag = build_dag(item, Settings(), shared)
+    # Each task class took the path asked for (a changed BaseOperator.__setattr__ turns
+    # the fast path off: this test then says so).
+    for cls in (MigratedJobOperator, MigratedConditionSensor):
+        assert (fast_setattr._converted_names[cls] is not None) is enabled, cls
+    return dag
+
+
 def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
-    # The fast path of FastTaskSetattr.__setattr__ is on for the supported Airflow
-    # (a changed BaseOperator.__setattr__ turns it off: this test then says so)...
-    assert fast_setattr._converted(MigratedJobOperator) is not None
-    assert fast_setattr._converted(MigratedConditionSensor) is not None
     shared = SharedArgs()
-
-    def build():
-        item = layout()
-        [audit] = [job for job in item.spec.jobs if job.name == "audit"]
-        audit.kind = pb.JOB_KIND_CONDITION
-        audit.retry_delay_seconds = 600
-        return build_dag(item, Settings(), shared)
-
-    fast = build()
-    # ... and gives the tasks Airflow's own hook gives.
-    monkeypatch.setattr(fast_setattr, "_converted", lambda cls: None)
-    slow = build()
+    fast = built_with_fast_setattr(monkeypatch, True, shared)
+    slow = built_with_fast_setattr(monkeypatch, False, shared)  # Airflow's own hook
     assert isinstance(fast.task_dict["audit"], MigratedConditionSensor)
     assert DagSerialization.to_dict(fast) == DagSerialization.to_dict(slow)
     for task in fast.tasks:

@@ -16,12 +16,9 @@ CLUSTER = "example_python"
 
 
 @pytest.fixture
-def example_dags(airflow_home, start_server, example_copy, tf_settings, monkeypatch, tmp_path):
+def example_dags(airflow_home, python_server, tf_settings, monkeypatch, tmp_path):
     """The session's dags folder with the loader and three migrated workflows."""
-    repo = example_copy("python_repo")
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
+    server, repo = python_server, python_server.repo
     dags = airflow_home / "dags"
     migrations = tmp_path / "migrations"
     for workflow in ("daily_reporting", "event_ingest", "failure_drill"):

@@ -10,15 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
+from airflow_helpers import killed_while_running
 
-from tests.helpers import validate_strict, wait_for
+from tests.helpers import process_ended, validate_strict, wait_for
 from token_fetcher.airflow.inpod import InPodSettings
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.inpod import runner
@@ -45,14 +45,6 @@ def handover_dir(tmp_path):
     yield root
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
-
-
-def stopped(pid: int) -> bool:
-    """Gone, or a zombie waiting for its reaper."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def options(tmp_path, handover_dir, **policy) -> dict:
@@ -119,7 +111,7 @@ def test_the_execution_timeout_stops_the_legacy_command(tmp_path, handover_dir):
     with pytest.raises(AirflowTaskTimeout, match="longer than 1 s"):
         op.execute({"data_interval_end": RUN_TIME})
     child = int((tmp_path / "child.pid").read_text())
-    wait_for(lambda: stopped(child), 30, message="the command's child to be stopped")
+    wait_for(lambda: process_ended(child), 30, message="the command's child to be stopped")
 
 
 def test_a_condition_is_met_by_exit_zero_only(tmp_path, handover_dir):
@@ -174,26 +166,11 @@ def test_the_pod_override_merges_into_the_template_and_validates(tmp_path, hando
 
 def test_on_kill_stops_the_legacy_command(tmp_path, handover_dir):
     op = job(tmp_path, handover_dir, [f"sleep 60 & echo $! > {tmp_path}/child.pid; wait"])
-    errors = []
-
-    def run():
-        try:
-            op.execute({"data_interval_end": RUN_TIME})
-        except AirflowException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
     pid_file = tmp_path / "child.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30,
-             message="the command to start")
-    op.on_kill()  # what Airflow's SIGTERM handler calls; execute goes on
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    [error] = errors
+    [error] = killed_while_running(op, {"data_interval_end": RUN_TIME}, pid_file)
     assert "cancelled: the task was killed" in str(error)
     child = int(pid_file.read_text())
-    wait_for(lambda: stopped(child), 30, message="the command's child to be stopped")
+    wait_for(lambda: process_ended(child), 30, message="the command's child to be stopped")
 
 
 def test_an_inpod_dag_carries_a_pod_override_per_task_through_serialization():

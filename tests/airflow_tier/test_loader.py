@@ -25,10 +25,6 @@ WORKFLOWS = [
 ]
 
 
-def python_cluster(repo) -> dict:
-    return {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-
-
 def rpc_count(method: str) -> float:
     """RPCs the loader's clients made in this process (see the _fresh_clients fixture)."""
     total = 0.0
@@ -46,14 +42,6 @@ def rpc_count(method: str) -> float:
 def parse(folder) -> DagBag:
     # safe_mode=True: the loader file passes Airflow's "airflow" + "dag" heuristic.
     return DagBag(dag_folder=str(folder), safe_mode=True)
-
-
-@pytest.fixture
-def python_server(start_server, example_copy):
-    repo = example_copy("python_repo")
-    server = start_server(python_cluster(repo))
-    server.repo = repo
-    return server
 
 
 @pytest.fixture

@@ -9,36 +9,16 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow_helpers import write_migration
 
 from token_fetcher.airflow import loader_file_names, loader_file_share
-from token_fetcher.airflow.bundle import TokenFetcherDagBundle
 
 CLUSTER = "example_python"
 WORKFLOWS = ("daily_reporting", "hourly_metrics", "weekly_cleanup")
 
 
 @pytest.fixture
-def bundle(start_server, example_copy, tmp_path, monkeypatch, tf_settings, airflow_home):
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH", str(tmp_path / "bundles"))
-    repo = example_copy("python_repo")
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
-    migrations = tmp_path / "migrations"
+def bundle(make_bundle):
     for workflow in WORKFLOWS:
-        write_migration(migrations, CLUSTER, workflow)
-    tf_settings(server, job_cwd=str(repo))
-
-    def make(version: str | None = None, per_file: int = 1) -> TokenFetcherDagBundle:
-        return TokenFetcherDagBundle(
-            name="pinball",
-            version=version,
-            migrations_dir=str(migrations),
-            store_dir=str(tmp_path / "store"),
-            target=f"127.0.0.1:{server.port}",
-            refresh_interval=1,
-            dags_per_loader_file=per_file,
-        )
-
-    return make
+        write_migration(make_bundle.migrations, CLUSTER, workflow)
+    return make_bundle
 
 
 def loaders(path) -> list[str]:
@@ -46,7 +26,7 @@ def loaders(path) -> list[str]:
 
 
 def test_every_dag_comes_from_exactly_one_loader_file(bundle):
-    current = bundle(per_file=1)
+    current = bundle(dags_per_loader_file=1)
     current.initialize()
     assert loaders(current.path) == loader_file_names(3)
     built: dict[str, str] = {}
@@ -59,11 +39,11 @@ def test_every_dag_comes_from_exactly_one_loader_file(bundle):
     assert sorted(built) == [f"{CLUSTER}__{workflow}" for workflow in WORKFLOWS]
 
     version = current.get_current_version().version
-    pinned = bundle(version=version, per_file=1)
+    pinned = bundle(version=version, dags_per_loader_file=1)
     pinned.initialize()
     assert loaders(pinned.path) == loaders(current.path)
 
-    fewer = bundle(per_file=2)  # another split: the old loader files go
+    fewer = bundle(dags_per_loader_file=2)  # another split: the old loader files go
     fewer.refresh()
     assert loaders(fewer.path) == loader_file_names(2)
     bag = DagBag(dag_folder=str(fewer.path), safe_mode=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowException
+from airflow_helpers import killed_while_running
 
-from tests.helpers import wait_for
+from tests.helpers import process_ended, wait_for
 from token_fetcher.airflow.operators import MigratedJobOperator
 
 # The end_date example of docs/pinball-compatibility.md.
@@ -53,31 +53,9 @@ def test_the_warn_timeout_notifies_without_stopping_the_job(tmp_path):
 
 def test_the_process_group_is_stopped_when_the_task_is_killed(tmp_path):
     op = operator(["sleep 60 & echo $! > child.pid; wait"], tmp_path)
-    errors = []
-
-    def run():
-        try:
-            op.execute({"data_interval_end": RUN_TIME})
-        except AirflowException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
     pid_file = tmp_path / "child.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10,
-             message="the command to start")
-    op.on_kill()
-    thread.join(timeout=15)
-    assert not thread.is_alive()
+    errors = killed_while_running(op, {"data_interval_end": RUN_TIME}, pid_file)
     assert errors  # killed: non-zero exit
     # The background child got the signal too: gone, or a zombie waiting for a reaper.
     child = int(pid_file.read_text())
-    stat = Path(f"/proc/{child}/stat")
-    wait_for(lambda: _state(stat) in ("gone", "Z"), 10, message="the child to stop")
-
-
-def _state(stat: Path) -> str:
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "gone"
+    wait_for(lambda: process_ended(child), 10, message="the child to stop")

@@ -34,7 +34,7 @@ from airflow_helpers import (
     write_migration,
 )
 
-from tests.helpers import free_port
+from tests.helpers import cluster_config, free_port
 from token_fetcher.airflow import PROBLEMS_FILE_NAME
 from token_fetcher.airflow.dags import STALE_TAG
 
@@ -128,9 +128,7 @@ def test_policies_survive_a_layout_change_and_problems_show_in_airflow(
         definitions.write_text(original + WORKFLOWS_SOURCE % {"gate": str(gate), **stage})
 
     define(FIRST)
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
+    server = start_server(cluster_config(CLUSTER, repo))
     home = tmp_path / "airflow"
     prepare_home(home)
     migrations = home / "migrations"

@@ -24,7 +24,7 @@ from airflow_helpers import (
     wait_alive,
 )
 
-from tests.helpers import free_port
+from tests.helpers import cluster_config, free_port
 from token_fetcher.cli import main as token_fetcher
 from token_fetcher.migration_record import read_records
 
@@ -61,9 +61,7 @@ def test_rollback_and_re_migration_with_a_real_scheduler(
     repo = example_copy("python_repo")
     definitions = repo / "example_workflows" / "workflows.py"
     definitions.write_text(definitions.read_text() + WORKFLOW_SOURCE)
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
+    server = start_server(cluster_config(CLUSTER, repo))
     target = ["--target", f"127.0.0.1:{server.port}"]
 
     home = tmp_path / "airflow"

@@ -22,7 +22,7 @@ from airflow_helpers import (
     write_migration,
 )
 
-from tests.helpers import free_port
+from tests.helpers import cluster_config, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,7 @@ def test_a_created_run_keeps_its_layout_and_the_next_run_gets_the_new_one(
     definitions.write_text(
         original + WORKFLOW_SOURCE % {"gate": str(gate), "job_class": "LoadEventsJob"}
     )
-    server = start_server(
-        {CLUSTER: {"repo": str(repo), "pinball_config": str(repo / "pinball.yaml")}}
-    )
+    server = start_server(cluster_config(CLUSTER, repo))
 
     home = tmp_path / "airflow"
     prepare_home(home)

@@ -10,7 +10,7 @@ from airflow.serialization.encoders import encode_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from token_fetcher.airflow.timetable import PinballTimetable
-from token_fetcher.migration import handover
+from token_fetcher.handovers import handover
 
 
 def utc(*args: int) -> datetime:

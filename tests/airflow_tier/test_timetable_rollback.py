@@ -10,7 +10,7 @@ from airflow.serialization.encoders import encode_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from token_fetcher.airflow.timetable import PinballTimetable
-from token_fetcher.migration import handover, rollback_handover
+from token_fetcher.handovers import handover, rollback_handover
 
 DAY = 86_400
 REFERENCE = int(datetime(2015, 1, 1, 6, tzinfo=UTC).timestamp())

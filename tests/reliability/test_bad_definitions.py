@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from legacy_parser.cluster import JSON_PARSER, PYTHON_PARSER
+from legacy_parser.isolation import SandboxLimits
 from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
 from legacy_parser.result_wire import KnownWorkflows
-from legacy_parser.sandbox import Sandbox, SandboxLimits
+from legacy_parser.sandbox import Sandbox
 from tests.helpers import EXAMPLES, health, parse_workers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc

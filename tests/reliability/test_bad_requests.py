@@ -22,9 +22,10 @@ from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.client import TokenFetcherClient, Unavailable
 from token_fetcher.config import parse_config
+from token_fetcher.handlers import SERVICE
 from token_fetcher.migration import MigrationMetadata
 from token_fetcher.request_checks import MAX_EPOCH, MIN_EPOCH
-from token_fetcher.server import SERVICE, TokenFetcherServer
+from token_fetcher.server import TokenFetcherServer
 
 from .reliability_helpers import JS, PY, codes_counted
 

@@ -228,7 +228,7 @@ def test_a_layout_that_changes_at_every_import_is_flagged_and_kept_fresh_by_the_
 
 def test_the_whole_repo_watch_after_a_parse_that_read_nothing_is_bounded(tmp_path, monkeypatch,
                                                                          caplog):
-    from token_fetcher import catalog
+    from token_fetcher import watch_scope
 
     for index in range(6):
         (tmp_path / f"module_{index}.py").write_text("")
@@ -238,8 +238,8 @@ def test_the_whole_repo_watch_after_a_parse_that_read_nothing_is_bounded(tmp_pat
     (tmp_path / "pkg" / "__pycache__" / "m.pyc").write_text("")
     os.mkfifo(tmp_path / "pkg" / "pipe")
     root = str(tmp_path)
-    assert catalog._repo_tree(root, "team") == [
+    assert watch_scope._repo_tree(root, "team") == [
         root + "/", *(f"{root}/module_{index}.py" for index in range(6)), f"{root}/pkg/"]
-    monkeypatch.setattr(catalog, "_MAX_TREE_WATCH", 4)
-    assert len(catalog._repo_tree(root, "team")) == 4
+    monkeypatch.setattr(watch_scope, "_MAX_TREE_WATCH", 4)
+    assert len(watch_scope._repo_tree(root, "team")) == 4
     assert "cluster team: the repo " in caplog.text and "only the first 4" in caplog.text

@@ -143,7 +143,7 @@ def wait_metric(server, name: str, value: float, **labels) -> None:
 def test_a_worker_that_cannot_be_started_is_an_error_not_a_lost_load(start_server, stub_for,
                                                                       monkeypatch):
     """fork() failing (EAGAIN under a pid limit, ENOMEM) used to escape the load."""
-    import legacy_parser.sandbox as sandbox_module
+    import legacy_parser.isolation as isolation_module
 
     server = start_server()
     stub = stub_for(server)
@@ -152,7 +152,7 @@ def test_a_worker_that_cannot_be_started_is_an_error_not_a_lost_load(start_serve
     def cannot_fork(*args, **kwargs):
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(sandbox_module, "subprocess", types.SimpleNamespace(
+    monkeypatch.setattr(isolation_module, "subprocess", types.SimpleNamespace(
         Popen=cannot_fork, PIPE=subprocess.PIPE, TimeoutExpired=subprocess.TimeoutExpired))
     reply = stub.Reload(pb.ReloadRequest(cluster=PY), timeout=30)
     assert (reply.cluster.stale_count, reply.broken) == (7, 7)

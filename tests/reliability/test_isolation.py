@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from legacy_parser.sandbox import NAMESPACE_LAYERS, Sandbox, SandboxLimits
+from legacy_parser.isolation import NAMESPACE_LAYERS, SandboxLimits
+from legacy_parser.sandbox import Sandbox
 from tests.helpers import EXAMPLES, ROOT, health, metric, wait_for
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
@@ -449,7 +450,8 @@ def test_strict_isolation_works_for_an_unprivileged_user():
     assert bwrap, "no bubblewrap: the other tests here would fail too"
     script = textwrap.dedent(f'''
         import os
-        from legacy_parser.sandbox import Sandbox, SandboxLimits
+        from legacy_parser.isolation import SandboxLimits
+        from legacy_parser.sandbox import Sandbox
         sandbox = Sandbox(SandboxLimits(timeout_seconds=60, bwrap={bwrap!r}))
         result = sandbox.parse("example_python", {str(EXAMPLES / "python_repo")!r},
                                "pinball_ext.workflow.parser.PyWorkflowParser",
@@ -467,7 +469,7 @@ def test_strict_isolation_works_for_an_unprivileged_user():
 
 
 # The interpreter runs as uid 65534, is 3.11+, and finds this checkout's parser.
-_REACHABLE = ("import os, sys, legacy_parser.sandbox as s; assert sys.version_info >= (3, 11); "
+_REACHABLE = ("import os, sys, legacy_parser.isolation as s; assert sys.version_info >= (3, 11); "
               "[os.listdir(p) for p in s._runtime_paths()]")
 
 

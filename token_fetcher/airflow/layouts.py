@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from legacy_parser.model import ErrorKind, WorkflowError
-from token_fetcher import migration
+from token_fetcher import handovers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client import MigratedWorkflow
 from token_fetcher.migration import MigrationMetadata, parse_metadata
@@ -101,7 +101,7 @@ class Layout:
     metadata: MigrationMetadata
     fingerprint: str
     spec: pb.WorkflowSpec
-    handover: migration.Handover
+    handover: handovers.Handover
     stale: bool = False
     source: str = "server"
     definition_errors: tuple[str, ...] = ()
@@ -163,7 +163,7 @@ class Layout:
     ) -> Layout:
         """A layout whose handover is computed from ``spec``'s schedule and the
         metadata's migration date (so a cached spec follows a changed metadata file)."""
-        handover = migration.schedule_handover(spec, metadata.migration_epoch)
+        handover = handovers.schedule_handover(spec, metadata.migration_epoch)
         if handover is None:
             raise ValueError(
                 f"{metadata.cluster_name}/{metadata.workflow_name}: no usable schedule"

@@ -47,7 +47,7 @@ from token_fetcher.airflow.problems import Problem, problems_from_discovery, war
 from token_fetcher.airflow.resolution import resolve_layouts
 from token_fetcher.airflow.settings import Settings
 from token_fetcher.client import TokenFetcherClient
-from token_fetcher.migration import discover_metadata
+from token_fetcher.metadata_discovery import discover_metadata
 from token_fetcher.partitions import hash_partition
 
 __all__ = [

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from token_fetcher import migration
+from token_fetcher import metadata_discovery
 from token_fetcher.airflow.layout_cache import LayoutCache
 from token_fetcher.airflow.layouts import Layout
 from token_fetcher.airflow.problems import Problem, problems_from_discovery, warn_duplicates
@@ -157,7 +157,7 @@ def build_manifest(
     """Discover the metadata files and resolve them (one round trip) into a manifest;
     a workflow the server cannot answer for keeps its layout from ``previous``. With
     ``partitioning``, only that partition's workflows."""
-    discovery = migration.discover_metadata(migrations_dir)
+    discovery = metadata_discovery.discover_metadata(migrations_dir)
     problems = problems_from_discovery(discovery)
     entries = discovery.entries
     if partitioning is not None:

@@ -4,9 +4,9 @@ for the DagRun's scheduled time.
 The command comes from the layout the task was built from (the spec's command template:
 segments joined by the run's end_date), so a run bound to a layout runs that layout's
 commands without asking the token fetcher again. end_date is Pinball's: the UTC date of
-the run's scheduled time minus one day (PINBALL_FORMAT section 5), where the scheduled
-time is the timetable's run time, ``data_interval_end`` (for the daily grid this is
-``ds``; for others it is not).
+the run's scheduled time minus one day (docs/pinball-compatibility.md, "Schedules and the
+handover"), where the scheduled time is the timetable's run time,
+``data_interval_end`` (for the daily grid this is ``ds``; for others it is not).
 
 Two modes: ``local`` runs ``bash -c <command>`` in a subprocess (working directory: the
 legacy repo root), streaming its output line by line to the task log; the exit code

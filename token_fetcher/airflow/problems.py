@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from token_fetcher import migration
+from token_fetcher import metadata_discovery
 
 __all__ = ["Problem", "problems_from_discovery"]
 
@@ -54,6 +54,6 @@ def warn_duplicates(duplicates: Iterable[tuple[str, str, list[str]]]) -> None:
             cluster, workflow, ", ".join(paths), paths[0])
 
 
-def problems_from_discovery(discovery: migration.Discovery) -> list[Problem]:
+def problems_from_discovery(discovery: metadata_discovery.Discovery) -> list[Problem]:
     """Unusable metadata files, as Problems (duplicates are warnings, not problems)."""
     return [Problem(error.problem, error.path) for error in discovery.errors]

@@ -24,7 +24,7 @@ from token_fetcher.airflow import (
     loader_files,
 )
 from token_fetcher.files import atomic_write_text
-from token_fetcher.migration import discover_metadata
+from token_fetcher.metadata_discovery import discover_metadata
 
 __all__ = ["register", "write_loader_command"]
 

@@ -53,11 +53,7 @@ from token_fetcher.client import (
     Unavailable,
     WorkflowWatch,
 )
-from token_fetcher.migration import (
-    MigrationMetadata,
-    parse_metadata,
-    read_metadata,
-)
+from token_fetcher.migration import MigrationMetadata, parse_metadata, read_metadata
 
 __all__ = ["register"]
 

@@ -34,6 +34,8 @@ __all__ = [
     "UsageError",
     "client_parents",
     "connection_options",
+    "fail",
+    "one_line",
     "parse_run_time",
     "run_client",
 ]
@@ -92,12 +94,6 @@ def run_client(args: argparse.Namespace,
     """Run ``body`` with a client for ``args`` (connection_options()); errors become one
     line on stderr and an exit code."""
     name = getattr(args, "client_command", "token-fetcher")
-
-    def fail(code: int, message: str) -> int:
-        # One line, even when the server's message (a parse error, say) has several.
-        print_line(f"token-fetcher {name}: error: {' '.join(message.split())}", file=sys.stderr)
-        return code
-
     try:
         credentials = _credentials(args)
         with TokenFetcherClient(
@@ -111,20 +107,32 @@ def run_client(args: argparse.Namespace,
             try:
                 return body(client) or EXIT_OK
             except NotFound as exc:
-                return fail(EXIT_ERROR, f"{exc}{_suggestion(client, args, exc)}")
+                return fail(name, EXIT_ERROR, f"{exc}{_suggestion(client, args, exc)}")
     except (UsageError, MetadataError, ValueError) as exc:
-        return fail(EXIT_USAGE, str(exc))
+        return fail(name, EXIT_USAGE, str(exc))
     except Unavailable as exc:
         # Not for the server's own UNAVAILABLE answers (a cluster still loading, a drain).
         unreachable = "failed to connect" in exc.details or (
             exc.code == grpc.StatusCode.DEADLINE_EXCEEDED)
         hint = (f" (is a server running at {args.target}? give its address with --target "
                 f"HOST:PORT or ${TARGET_VARIABLE})") if unreachable else ""
-        return fail(EXIT_ERROR, f"{exc}{hint}")
+        return fail(name, EXIT_ERROR, f"{exc}{hint}")
     except BrokenPipeError:
         raise  # the reader went away: not an error to report (see cli.main)
     except (TokenFetcherError, CommandError, OSError) as exc:
-        return fail(EXIT_ERROR, str(exc))
+        return fail(name, EXIT_ERROR, str(exc))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of spaces as single spaces."""
+    return " ".join(text.split())
+
+
+def fail(command: str, code: int, message: str) -> int:
+    """Say ``message`` on stderr, naming the command, and return ``code``: one line, even
+    when the server's message (a parse error, say) has several."""
+    print_line(f"token-fetcher {command}: error: {one_line(message)}", file=sys.stderr)
+    return code
 
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

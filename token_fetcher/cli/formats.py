@@ -1,5 +1,5 @@
-"""How the client commands show the server's messages on a terminal (through
-``cli.output``, so nothing a definition names can drive the terminal)."""
+"""How the client commands show the server's messages on a terminal (control characters
+escaped, so nothing a definition names can drive the terminal)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from legacy_parser.control_characters import escape_control_characters
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.cli.output import iso_time, print_line, print_table, safe
+from token_fetcher.cli.output import iso_time, print_line, print_table
 
 __all__ = [
     "event_line",
@@ -113,4 +114,4 @@ def schedule_text(schedule: pb.Schedule) -> str:
     text = f"every {every_text(schedule.recurrence_seconds)} from {when(schedule.reference_time)}"
     if schedule.HasField("next_run_time"):
         text += f", next {when(schedule.next_run_time)}"
-    return safe(text)
+    return escape_control_characters(text)

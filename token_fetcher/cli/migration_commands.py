@@ -1,53 +1,44 @@
 """Migration commands: migrate (one workflow or a wave), rollback, migrations list/report.
 
-``migrate`` and ``rollback`` write metadata files and append to the migration record
-beside them (token_fetcher.migration_record); ``migrations list`` reads the record and
-``migrations report`` renders it with the server's current view as one HTML page.
-Exit codes as for the client commands (0 success, 1 an error, 2 a usage error), and 3
-when a wave or its dry run found blocked workflows (the others are still migrated).
+``migrate`` (here) and ``rollback`` (cli.rollback_command) write metadata files and
+append to the migration record beside them (token_fetcher.migration_record);
+``migrations list`` reads the record and ``migrations report`` renders it with the
+server's current view as one HTML page (cli.migration_record_commands). Exit codes as for
+the client commands (0 success, 1 an error, 2 a usage error), and 3 when a wave or its
+dry run found blocked workflows (the others are still migrated).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from token_fetcher import report
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.cli.connection import (
-    EXIT_ERROR,
     EXIT_OK,
+    EXIT_USAGE,
     CommandError,
-    UsageError,
     client_parents,
+    fail,
+    one_line,
     run_client,
 )
+from token_fetcher.cli.migration_record_commands import list_command, report_command
 from token_fetcher.cli.output import NO_LEGACY_RUN, iso_time, print_fields, print_table
+from token_fetcher.cli.rollback_command import rollback_command
 from token_fetcher.client import MigratedWorkflow, TokenFetcherClient, TokenFetcherError
-from token_fetcher.migration import (
-    Handover,
-    MigrationMetadata,
-    discover_metadata,
-    metadata_path,
-    parse_date,
-    read_metadata,
-    rollback_handover,
-    write_metadata,
-)
-from token_fetcher.migration_record import Record, append_record, current_user, read_records
+from token_fetcher.handovers import Handover
+from token_fetcher.migration import MigrationMetadata, parse_date, write_metadata
+from token_fetcher.migration_record import Record, append_record, current_user
 from token_fetcher.migration_wave import Candidate, existing_problem, is_glob, preflight
 
 __all__ = ["EXIT_BLOCKED", "register"]
 
 EXIT_BLOCKED = 3
-_NO_AIRFLOW = "none (rolled back before Airflow's first run)"
 
 
 def register(subparsers: Any) -> None:
@@ -102,9 +93,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--html", required=True, help="the page to write")
 
 
-# --- migrate ------------------------------------------------------------------------
-
-
 def _is_single(args: argparse.Namespace) -> bool:
     return (not args.all and not args.dry_run and len(args.workflow) == 1
             and not is_glob(args.workflow[0]))
@@ -112,7 +100,8 @@ def _is_single(args: argparse.Namespace) -> bool:
 
 def migrate_command(args: argparse.Namespace) -> int:
     if args.all == bool(args.workflow):
-        return _usage(args, "give --workflow (names or globs) or --all, not both")
+        return fail(args.client_command, EXIT_USAGE,
+                    "give --workflow (names or globs) or --all, not both")
     if _is_single(args):
         return run_client(args, lambda client: _migrate_one(client, args))
     found: list[Candidate] = []
@@ -180,7 +169,7 @@ def _migrate_candidate(client: TokenFetcherClient, args: argparse.Namespace,
     try:
         migrated = client.migrated_workflow(metadata)
     except TokenFetcherError as exc:
-        candidate.status, candidate.notes = "blocked", [_one_line(str(exc))]
+        candidate.status, candidate.notes = "blocked", [one_line(str(exc))]
         return
     if migrated.status == pb.PARSE_STATUS_BROKEN:
         candidate.status, candidate.notes = "blocked", ["broken"]
@@ -250,153 +239,6 @@ def _candidate_json(candidate: Candidate) -> dict[str, Any]:
     }
 
 
-# --- rollback -----------------------------------------------------------------------
-
-
-def rollback_command(args: argparse.Namespace) -> int:
-    return run_client(args, lambda client: _rollback(client, args))
-
-
-def _rollback(client: TokenFetcherClient, args: argparse.Namespace) -> None:
-    path = metadata_path(args.metadata_dir, args.cluster, args.workflow)
-    if not os.path.exists(path):
-        raise CommandError(f"{path} does not exist: {args.cluster}/{args.workflow} is not "
-                           "migrated")
-    current = read_metadata(path)
-    # MigrationMetadata refuses a rollback date before the migration date.
-    rolled = dataclasses.replace(current, rollback_date=parse_date(args.rollback_date,
-                                                                   "--rollback-date"))
-    if current.rollback_date is not None and current.rollback_date != rolled.rollback_date:
-        raise CommandError(f"{path} was already rolled back on {iso_time(current.rollback_epoch)}")
-    fingerprint, reference, recurrence = _schedule_for_rollback(client, args.metadata_dir,
-                                                                current)
-    assert rolled.rollback_epoch is not None
-    back = rollback_handover(reference, recurrence, rolled.migration_epoch, rolled.rollback_epoch)
-    written = write_metadata(args.metadata_dir, rolled)
-    append_record(args.metadata_dir, Record(
-        action="rollback",
-        cluster=rolled.cluster_name,
-        workflow=rolled.workflow_name,
-        time=int(time.time()),
-        user=current_user(),
-        fingerprint=fingerprint,
-        migration_date=rolled.migration_epoch,
-        partition=rolled.partition,
-        reference=reference,
-        recurrence_seconds=recurrence,
-        rollback_date=rolled.rollback_epoch,
-        last_new_run=back.last_new_run,
-        first_legacy_run=back.first_legacy_run,
-    ))
-    if args.json:
-        print(json.dumps(
-            {
-                "path": written,
-                "fingerprint": fingerprint,
-                "migration_date": iso_time(rolled.migration_epoch),
-                "rollback_date": iso_time(rolled.rollback_epoch),
-                "last_new_run": iso_time(back.last_new_run) or None,
-                "first_legacy_run": iso_time(back.first_legacy_run),
-            },
-            indent=2,
-        ))
-        return
-    print(f"wrote {written}")
-    print_fields([
-        ("migration date", iso_time(rolled.migration_epoch)),
-        ("rollback date", iso_time(rolled.rollback_epoch)),
-        ("last Airflow run", iso_time(back.last_new_run) or _NO_AIRFLOW),
-        ("first Pinball run", iso_time(back.first_legacy_run)),
-    ])
-
-
-def _schedule_for_rollback(client: TokenFetcherClient, folder: str,
-                           metadata: MigrationMetadata) -> tuple[str, int, int]:
-    """(fingerprint, reference, recurrence) of the schedule Airflow runs: the server's,
-    or, when the server cannot give one (the workflow broke, say), the one recorded at
-    its migration."""
-    try:
-        migrated = client.migrated_workflow(metadata)
-        schedule = migrated.spec.schedule
-        return migrated.fingerprint, schedule.reference_time.seconds, schedule.recurrence_seconds
-    except TokenFetcherError as exc:
-        records, _ = read_records(folder)
-        for record in reversed(records):
-            if (record.action, record.cluster, record.workflow) == (
-                    "migrate", metadata.cluster_name, metadata.workflow_name):
-                return record.fingerprint, record.reference, record.recurrence_seconds
-        raise CommandError(f"{exc}; and the migration record has no schedule for "
-                           f"{metadata.cluster_name}/{metadata.workflow_name}") from None
-
-
-# --- migrations list / report -------------------------------------------------------
-
-
-def list_command(args: argparse.Namespace) -> int:
-    try:
-        records, errors = read_records(args.metadata_dir)
-    except OSError as exc:
-        return _fail(args, EXIT_ERROR, exc)
-    records = [record for record in records
-               if args.cluster in (None, record.cluster) and args.workflow in (None,
-                                                                                record.workflow)]
-    if args.json:
-        for record in records:
-            print(record.to_json())
-    else:
-        rows = [
-            [
-                iso_time(record.time),
-                record.action,
-                f"{record.cluster}/{record.workflow}",
-                record.user,
-                iso_time(record.migration_date),
-                iso_time(record.rollback_date),
-                record.fingerprint[:12],
-                _record_handover(record),
-            ]
-            for record in records
-        ]
-        print_table(["TIME", "ACTION", "WORKFLOW", "USER", "MIGRATION DATE", "ROLLBACK DATE",
-                      "FINGERPRINT", "HANDOVER"], rows)
-    for error in errors:
-        print(f"token-fetcher migrations list: error: {error}", file=sys.stderr)
-    return EXIT_ERROR if errors else EXIT_OK
-
-
-def _record_handover(record: Record) -> str:
-    if record.action == "migrate":
-        return (f"Pinball to {iso_time(record.last_legacy_run) or 'none'}, "
-                f"Airflow from {iso_time(record.first_new_run)}")
-    return (f"Airflow to {iso_time(record.last_new_run) or 'none'}, "
-            f"Pinball from {iso_time(record.first_legacy_run)}")
-
-
-def report_command(args: argparse.Namespace) -> int:
-    def run(client: TokenFetcherClient) -> None:
-        discovery = discover_metadata(args.metadata_dir)
-        records, record_errors = read_records(args.metadata_dir)
-        clusters = sorted({entry.cluster_name for entry in discovery.entries}
-                          | {record.cluster for record in records})
-        answers: dict[str, pb.ListWorkflowsResponse | str] = {}
-        for cluster in clusters:
-            try:
-                answers[cluster] = client.list_workflows(cluster)
-            except TokenFetcherError as exc:
-                answers[cluster] = _one_line(str(exc))
-        problems = [str(error) for error in (*discovery.errors, *record_errors)]
-        page = report.build_report(discovery.entries, records, answers, problems,
-                                   now=int(time.time()))
-        report.write_html(args.html, page)
-        print(f"wrote {args.html}: " + ", ".join(
-            f"{count} {status}" for status, count in page.counts.items()))
-
-    return run_client(args, run)
-
-
-# --- plumbing -----------------------------------------------------------------------
-
-
 def _handover_fields(metadata: MigrationMetadata, runs: Handover) -> list[tuple[str, str]]:
     return [
         ("migration date", iso_time(metadata.migration_epoch)),
@@ -407,16 +249,3 @@ def _handover_fields(metadata: MigrationMetadata, runs: Handover) -> list[tuple[
 
 def _epoch(value: datetime) -> int:
     return int(value.astimezone(UTC).timestamp())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _usage(args: argparse.Namespace, message: str) -> int:
-    return _fail(args, 2, UsageError(message))
-
-
-def _fail(args: argparse.Namespace, code: int, exc: BaseException) -> int:
-    print(f"token-fetcher {args.client_command}: error: {_one_line(str(exc))}", file=sys.stderr)
-    return code

@@ -1,4 +1,4 @@
-"""Terminal output for the commands: every line goes through ``safe()``.
+"""Terminal output for the commands: every line has its control characters escaped.
 
 Names and messages come from workflow definitions a command does not control; a job
 named with an escape sequence must not recolour, retitle or rewrite the reader's
@@ -7,31 +7,24 @@ terminal, so control characters are shown escaped (``\\x1b``) instead.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-__all__ = ["NO_LEGACY_RUN", "iso_time", "print_fields", "print_line", "print_table", "safe"]
+from legacy_parser.control_characters import escape_control_characters
+
+__all__ = ["NO_LEGACY_RUN", "iso_time", "print_fields", "print_line", "print_table"]
 
 NO_LEGACY_RUN = "none (the migration date is before the schedule's reference)"
 
-# C0 controls, DEL and the C1 controls (CSI is U+009B).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def safe(text: str) -> str:
-    """``text`` with every control character escaped, as Python writes it in a string."""
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
-
 
 def print_line(text: str = "", file: TextIO | None = None) -> None:
-    print(safe(text), file=file or sys.stdout)
+    print(escape_control_characters(text), file=file or sys.stdout)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    shown = [[safe(str(cell)) for cell in row] for row in [headers, *rows]]
+    shown = [[escape_control_characters(str(cell)) for cell in row] for row in [headers, *rows]]
     widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
     for row in shown:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -41,7 +34,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def print_fields(fields: Sequence[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in fields)
     for label, value in fields:
-        print(f"{label.ljust(width)}  {safe(value)}")
+        print(f"{label.ljust(width)}  {escape_control_characters(value)}")
 
 
 def iso_time(value: datetime | int | None) -> str:

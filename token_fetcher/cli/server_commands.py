@@ -100,7 +100,7 @@ def _ignore_signal(signum: int, frame: object) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from legacy_parser.sandbox import IsolationUnavailable
+    from legacy_parser.isolation import IsolationUnavailable
     from token_fetcher.config import ConfigError, load_config
     from token_fetcher.server import TokenFetcherServer
 
@@ -131,7 +131,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _parse(yaml_path: str, repo: str | None, args: argparse.Namespace):
-    from legacy_parser.sandbox import Sandbox, SandboxLimits
+    from legacy_parser.isolation import SandboxLimits
+    from legacy_parser.sandbox import Sandbox
     from token_fetcher.config import read_pinball_config
 
     setup = read_pinball_config(yaml_path)
@@ -159,7 +160,7 @@ def _parse(yaml_path: str, repo: str | None, args: argparse.Namespace):
 
 def validate_command(args: argparse.Namespace) -> int:
     from legacy_parser.diff import diff_parses
-    from legacy_parser.sandbox import IsolationUnavailable
+    from legacy_parser.isolation import IsolationUnavailable
     from token_fetcher.config import ConfigError
 
     try:

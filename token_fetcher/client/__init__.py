@@ -18,11 +18,12 @@ as read-only (copy before mutating).
 The modules, one concern each: ``_errors`` (status codes to exceptions), ``_models``
 (what the methods return), ``_transport`` (the channel, deadlines, retries, metrics),
 ``_cache`` (specs by workflow and by fingerprint, and the watch that invalidates them),
-``_client`` (the public methods). Imports only the generated stubs, the health stubs and
-``token_fetcher.migration``, never the server side.
+``_resolution`` (the scheduler's calls through the cache, one or a batch per round trip),
+``_client`` (the public methods). Imports only the generated stubs, the health stubs,
+``token_fetcher.migration`` and ``token_fetcher.handovers``, never the server side.
 """
 
-from token_fetcher.client._client import MetadataOrPath, TokenFetcherClient
+from token_fetcher.client._client import TokenFetcherClient
 from token_fetcher.client._errors import (
     Broken,
     ContractError,
@@ -33,6 +34,7 @@ from token_fetcher.client._errors import (
     error_for,
 )
 from token_fetcher.client._models import Handover, MigratedWorkflow, SpecResult, WorkflowWatch
+from token_fetcher.client._resolution import MetadataOrPath
 from token_fetcher.client._transport import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET
 
 __all__ = [

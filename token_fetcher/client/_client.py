@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,30 +13,27 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from token_fetcher import migration
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.client._cache import Entry, InvalidationWatch, SpecCache
+from token_fetcher.client._cache import InvalidationWatch, SpecCache
 from token_fetcher.client._errors import (
     ContractError,
     TokenFetcherError,
-    code_from_number,
     error_for,
 )
-from token_fetcher.client._models import Handover, MigratedWorkflow, SpecResult, WorkflowWatch
+from token_fetcher.client._models import MigratedWorkflow, SpecResult, WorkflowWatch
+from token_fetcher.client._resolution import MetadataOrPath, Resolver, as_metadata, resolve_request
 from token_fetcher.client._transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TARGET,
     ClientMetrics,
     Transport,
 )
-from token_fetcher.migration import MetadataError, MigrationMetadata
+from token_fetcher.migration import MetadataError
 
-__all__ = ["MetadataOrPath", "TokenFetcherClient"]
+__all__ = ["TokenFetcherClient"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
-
-MetadataOrPath = MigrationMetadata | str | os.PathLike[str]
 
 
 class TokenFetcherClient:
@@ -96,6 +92,7 @@ class TokenFetcherClient:
         )
         self._cache = SpecCache(cache_size, cache_ttl, max_stale, clock, metrics)
         self._watch = InvalidationWatch(self._transport, self._cache)
+        self._resolver = Resolver(self._transport, self._cache)
         if watch_invalidation:
             self.start_watch(watch_cluster)
 
@@ -212,13 +209,13 @@ class TokenFetcherClient:
         self, metadata_or_path: MetadataOrPath, *, if_none_match: str = ""
     ) -> pb.ResolveMigrationResponse:
         """The server's answer for one metadata file, uncached."""
-        request = _resolve_request(_as_metadata(metadata_or_path), if_none_match)
+        request = resolve_request(as_metadata(metadata_or_path), if_none_match)
         return self._transport.call("ResolveMigration", request)
 
     def batch_resolve(self, items: Iterable[MetadataOrPath]) -> list[pb.ResolveMigrationResult]:
         """Many ResolveMigration answers in one round trip, uncached, in request order."""
         request = pb.BatchResolveMigrationsRequest(
-            migrations=[_resolve_request(_as_metadata(item), "") for item in items]
+            migrations=[resolve_request(as_metadata(item), "") for item in items]
         )
         return list(self._transport.call("BatchResolveMigrations", request).results)
 
@@ -256,19 +253,7 @@ class TokenFetcherClient:
 
     def migrated_workflow(self, metadata_or_path: MetadataOrPath) -> MigratedWorkflow:
         """For the DagBag: the workflow a metadata file names, through the cache."""
-        metadata = _as_metadata(metadata_or_path)
-        key = (metadata.cluster_name, metadata.workflow_name)
-        entry, fresh, seen = self._cache.lookup(key)
-        if fresh:
-            assert entry is not None
-            return self._migrated(metadata, entry, stale=False)
-        started = self._cache.clock()
-        outcome: pb.ResolveMigrationResponse | TokenFetcherError
-        try:
-            outcome = self._transport.call("ResolveMigration", _resolve_request(metadata, entry))
-        except TokenFetcherError as exc:
-            outcome = exc
-        return self._settle(metadata, key, entry, seen, started, outcome)
+        return self._resolver.migrated_workflow(metadata_or_path)
 
     def migrated_workflows(
         self, items: Sequence[MetadataOrPath]
@@ -276,100 +261,7 @@ class TokenFetcherClient:
         """migrated_workflow() for many files in one BatchResolveMigrations round trip
         per ``batch_size`` cache misses (hits stay out of it). Results are in input
         order; a failed item holds its exception instead of raising it."""
-        results: list[Any] = [None] * len(items)
-        pending: list[tuple[int, MigrationMetadata, tuple[str, str], Entry | None, int]] = []
-        for index, item in enumerate(items):
-            try:
-                metadata = _as_metadata(item)
-                key = (metadata.cluster_name, metadata.workflow_name)
-                entry, fresh, seen = self._cache.lookup(key)
-                if fresh:
-                    assert entry is not None
-                    results[index] = self._migrated(metadata, entry, stale=False)
-                else:
-                    pending.append((index, metadata, key, entry, seen))
-            except (MetadataError, TokenFetcherError) as exc:
-                results[index] = exc
-        for start in range(0, len(pending), self.batch_size):
-            self._resolve_batch(pending[start : start + self.batch_size], results)
-        return results
-
-    def _resolve_batch(self, pending: list[Any], results: list[Any]) -> None:
-        started = self._cache.clock()
-        request = pb.BatchResolveMigrationsRequest(
-            migrations=[_resolve_request(metadata, entry) for _, metadata, _, entry, _ in pending]
-        )
-        outcomes: list[Any]
-        try:
-            answers = self._transport.call("BatchResolveMigrations", request).results
-            if len(answers) != len(pending):
-                raise ContractError(
-                    f"BatchResolveMigrations answered {len(answers)} of {len(pending)} items"
-                )
-            outcomes = [
-                error_for(code_from_number(answer.error.code), answer.error.message)
-                if answer.HasField("error")
-                else answer.response
-                for answer in answers
-            ]
-        except TokenFetcherError as exc:
-            # The whole round trip failed: every item gets the error (or its stale answer).
-            outcomes = [exc] * len(pending)
-        for (index, metadata, key, entry, seen), outcome in zip(pending, outcomes, strict=True):
-            try:
-                results[index] = self._settle(metadata, key, entry, seen, started, outcome)
-            except TokenFetcherError as exc:
-                results[index] = exc
-
-    def _settle(
-        self,
-        metadata: MigrationMetadata,
-        key: tuple[str, str],
-        entry: Entry | None,
-        seen: int,
-        started: float,
-        outcome: pb.ResolveMigrationResponse | TokenFetcherError,
-    ) -> MigratedWorkflow:
-        if isinstance(outcome, TokenFetcherError):
-            return self._migrated(metadata, self._cache.fallback(key, entry, outcome), stale=True)
-        stored = self._cache.store(key, entry, outcome, started, seen)
-        server = outcome.handover if outcome.HasField("handover") else None
-        return self._migrated(metadata, stored, stale=False, server_handover=server)
-
-    @staticmethod
-    def _migrated(
-        metadata: MigrationMetadata,
-        entry: Entry,
-        *,
-        stale: bool,
-        server_handover: pb.Handover | None = None,
-    ) -> MigratedWorkflow:
-        name = f"{metadata.cluster_name}/{metadata.workflow_name}"
-        computed = migration.schedule_handover(entry.spec, metadata.migration_epoch)
-        if computed is None and server_handover is not None:
-            computed = _server_handover(server_handover)
-        if computed is None:
-            raise ContractError(f"{name}: the spec has no usable schedule")
-        if server_handover is not None and _server_handover(server_handover) != computed:
-            raise ContractError(
-                f"{name}: the server's handover {_server_handover(server_handover)} disagrees "
-                f"with the spec's schedule {computed}"
-            )
-        last_legacy_run = computed.last_legacy_run
-        return MigratedWorkflow(
-            metadata=metadata,
-            spec=entry.spec,
-            fingerprint=entry.fingerprint,
-            handover=Handover(
-                migration_time=metadata.migration_date,
-                last_legacy_run_time=None if last_legacy_run is None else _utc(last_legacy_run),
-                first_new_run_time=_utc(computed.first_new_run),
-            ),
-            status=entry.status,
-            errors=entry.errors,
-            stale=stale,
-            dynamic=entry.dynamic,
-        )
+        return self._resolver.migrated_workflows(items, self.batch_size)
 
     def _pinned_spec(self, cluster: str, workflow: str, fingerprint: str) -> SpecResult:
         pinned = self._cache.pinned(cluster, workflow, fingerprint)
@@ -388,12 +280,6 @@ class TokenFetcherClient:
         return result
 
 
-def _as_metadata(value: MetadataOrPath) -> MigrationMetadata:
-    if isinstance(value, MigrationMetadata):
-        return value
-    return migration.read_metadata(value)
-
-
 def _timestamp(value: datetime, name: str = "run_time") -> Timestamp:
     """Aware datetimes are converted to UTC, naive ones are taken as UTC."""
     if value.utcoffset() is None:
@@ -402,29 +288,3 @@ def _timestamp(value: datetime, name: str = "run_time") -> Timestamp:
         # A fraction would name another run (the instance is the epoch milliseconds).
         raise ValueError(f"{name} must be whole seconds, got {value.isoformat()}")
     return Timestamp(seconds=(value - _EPOCH) // _ONE_SECOND)
-
-
-def _utc(epoch: int) -> datetime:
-    return _EPOCH + timedelta(seconds=epoch)
-
-
-def _server_handover(message: pb.Handover) -> migration.Handover:
-    last = (message.last_legacy_run_time.seconds if message.HasField("last_legacy_run_time")
-            else None)
-    return migration.Handover(last_legacy_run=last,
-                              first_new_run=message.first_new_run_time.seconds)
-
-
-def _resolve_request(
-    metadata: MigrationMetadata, entry_or_fingerprint: Entry | str | None
-) -> pb.ResolveMigrationRequest:
-    if isinstance(entry_or_fingerprint, Entry):
-        if_none_match = entry_or_fingerprint.fingerprint
-    else:
-        if_none_match = entry_or_fingerprint or ""
-    return pb.ResolveMigrationRequest(
-        cluster=metadata.cluster_name,
-        workflow=metadata.workflow_name,
-        migration_time=Timestamp(seconds=metadata.migration_epoch),
-        if_none_match=if_none_match,
-    )

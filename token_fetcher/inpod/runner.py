@@ -6,6 +6,8 @@ Airflow worker and the legacy image. This program runs in the legacy container
 runs each as ``bash -c <command>`` in a session of its own, and reports how it ended.
 It imports nothing outside the standard library, so the pod's init container can copy
 this one file into the shared volume and any legacy image with a Python 3.7+ can run it.
+That is why it is one file, longer than the package's other modules: split, it would be
+a package to copy and to import on an interpreter the project does not control.
 
 The hand-over directory (every JSON file is written whole and renamed into place, so a
 reader never sees half a file)::

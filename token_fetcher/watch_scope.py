@@ -1,0 +1,63 @@
+"""Which files a cluster watches after a parse, besides the ones the parse read.
+
+A parse that fails may have read too little to notice its fix: the files of the last
+good parse, the folders it read from and the repo root are watched too, and after a
+parse that read nothing the whole repo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+
+__all__ = ["also_watched"]
+
+# The catalog's logger: docs/operations.md tells operators to follow it.
+log = logging.getLogger("token_fetcher.catalog")
+
+
+def also_watched(root: str, cluster: str, parsed: Mapping[str, str],
+                 last_good: Iterable[str], extra: Iterable[str], failed: bool) -> list[str]:
+    """What to watch besides ``parsed`` (the files a parse of the repo at ``root`` read,
+    with their hashes): ``last_good`` (the files of the last good parse), ``extra`` (the
+    Pinball YAML, say), and when the parse ``failed``, what its fix may change."""
+    # Files of the last good parse are watched too: a broken parse may have read
+    # none (say, the repo folder vanished), yet their return must trigger a retry.
+    also = [*last_good, *extra]
+    if failed:
+        # A broken parse may wait for a file it could not find (a module imported
+        # before it is written, say): watch the listings of the folders it read from
+        # and of the repo root, so that the file's arrival triggers a retry.
+        folders = {os.path.dirname(path.rstrip(os.sep)) for path in parsed}
+        folders.add(root.rstrip(os.sep))
+        also.extend(folder + os.sep for folder in sorted(folders))
+    if failed and not parsed:
+        # The parse reports nothing it read (the worker crashed or timed out): the fix
+        # may land in any file, so watch the whole repo until a parse reads something.
+        also.extend(_repo_tree(root, cluster))
+    return also
+
+
+# Watching a whole repo is the fallback after a parse that read nothing: bounded, since
+# every watched path is hashed once, and stat'ed at each poll where it is polled.
+_MAX_TREE_WATCH = 20_000
+
+
+def _repo_tree(root: str, cluster: str) -> list[str]:
+    """The repo's visible folders (as listings, ending in a separator) and regular files,
+    at most _MAX_TREE_WATCH of them."""
+    found: list[str] = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and name != "__pycache__")
+        found.append(folder.rstrip(os.sep) + os.sep)
+        found.extend(path for path in (os.path.join(folder, name) for name in sorted(files)
+                                       if not name.startswith("."))
+                     if os.path.isfile(path))
+        if len(found) >= _MAX_TREE_WATCH:
+            log.warning("cluster %s: the repo %s has more than %d files and folders; after "
+                        "this failed parse only the first %d are watched (a fix elsewhere "
+                        "needs a Reload)", cluster, root, _MAX_TREE_WATCH, _MAX_TREE_WATCH)
+            return found[:_MAX_TREE_WATCH]
+    return found
