@@ -33,7 +33,7 @@ from airflow_helpers import (
 from tests.helpers import free_port
 from token_fetcher.airflow.manifest import MANIFEST_FILE_NAME, Manifest
 from token_fetcher.cli import main as token_fetcher
-from token_fetcher.migration import discover_metadata
+from token_fetcher.metadata_discovery import discover_metadata
 from token_fetcher.partitions import Partitioning
 
 pytestmark = pytest.mark.slow
