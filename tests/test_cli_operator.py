@@ -85,7 +85,8 @@ def test_watch_prints_one_line_per_event(start_server, example_copy):
     process = subprocess.Popen(
         [str(BIN / "token-fetcher"), "watch", "--target", target(server), "--cluster", PY,
          "--json", "--timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
@@ -98,7 +99,14 @@ def test_watch_prints_one_line_per_event(start_server, example_copy):
         event = json.loads(lines[1])
         assert (event["type"], event["workflow"]) == ("TYPE_CHANGED", "db_backup")
         process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            # With PYTHONFAULTHANDLER, SIGABRT writes every thread's stack to stderr.
+            process.send_signal(signal.SIGABRT)
+            process.wait(10)
+            pytest.fail(f"watch did not end on SIGINT; its threads:\n{process.stderr.read()}")
+        assert code == 0
         assert process.stderr.read() == ""
     finally:
         if process.poll() is None:
