@@ -79,7 +79,23 @@ def test_info_and_reload(start_server, command):
     assert out.splitlines()[0] == f"{PY}: 0 added, 0 changed, 0 removed, 0 broken"
 
 
-def test_watch_prints_one_line_per_event(start_server, example_copy):
+@pytest.fixture
+def sigint_as_a_terminal_gives_it():
+    """A command started now gets SIGINT as a terminal's foreground job does: not ignored,
+    not blocked. Both are inherited from this process, where something else in a full run
+    left SIGINT so (the command then never saw the test's Ctrl-C); put back afterwards."""
+    handler = signal.getsignal(signal.SIGINT)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if handler is not None:  # None: set outside Python, and then nothing to put back
+        signal.signal(signal.SIGINT, handler)
+    if signal.SIGINT in blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def test_watch_prints_one_line_per_event(start_server, example_copy,
+                                         sigint_as_a_terminal_gives_it):
     repo = example_copy("python_repo")
     server = start_server(clusters=example_clusters(python_repo=repo))
     process = subprocess.Popen(
