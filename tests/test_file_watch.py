@@ -129,13 +129,19 @@ def repo_paths(root: Path) -> list[str]:
     return [listing(root), listing(root / "workflow"), listing(job), str(job / "extract")]
 
 
-def test_a_linked_file_whose_target_changes_is_reported(tmp_path, notify):
-    (tmp_path / "shared").mkdir()
-    target = tmp_path / "shared" / "templates.py"
+def linked_module(root: Path) -> tuple[Path, Path]:
+    """``root/repo/templates.py``, a link to ``root/shared/templates.py``: (target, link)."""
+    (root / "shared").mkdir()
+    target = root / "shared" / "templates.py"
     target.write_text("A = 1\n")
-    (tmp_path / "repo").mkdir()
-    link = tmp_path / "repo" / "templates.py"
+    (root / "repo").mkdir()
+    link = root / "repo" / "templates.py"
     link.symlink_to(target)
+    return target, link
+
+
+def test_a_linked_file_whose_target_changes_is_reported(tmp_path, notify):
+    target, link = linked_module(tmp_path)
     watch = watching([str(link), listing(tmp_path / "repo")], notify)
     target.write_text("A = 22\n")
     assert changes(watch) == [str(link)]
@@ -147,12 +153,7 @@ def test_a_link_stays_watched_across_re_parses_and_a_file_replaced_by_one_is_too
     """A re-parse tracks the same paths again without looking at each one anew: a link
     found before stays polled, and a file replaced by a link (same content, so no
     re-parse) is polled from the event on."""
-    (tmp_path / "shared").mkdir()
-    target = tmp_path / "shared" / "templates.py"
-    target.write_text("A = 1\n")
-    (tmp_path / "repo").mkdir()
-    link = tmp_path / "repo" / "templates.py"
-    link.symlink_to(target)
+    target, link = linked_module(tmp_path)
     plain = tmp_path / "repo" / "jobs.py"
     plain.write_text("B = 1\n")
     paths = [str(link), str(plain), listing(tmp_path / "repo")]
