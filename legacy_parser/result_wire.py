@@ -46,12 +46,6 @@ class KnownWorkflows:
     def reader(self) -> ResultReader:
         return ResultReader(self)
 
-    def read_result(self, output: bytes) -> ParseResult:
-        """The whole of a result at once; raises what ``MALFORMED`` names."""
-        reader = self.reader()
-        reader.feed(output)
-        return reader.finish()
-
 
 class ResultReader:
     """Rebuilds one result from the chunks of the pipe, a workflow per complete line."""
