@@ -262,6 +262,13 @@ def start_deployment(
     one for every bundle, or with ``bundle_names`` one per bundle named
     (``dag-processor --bundle-name``), as partitions are deployed."""
     migrate_db(env)
+    # Each of these processes writes the configured bundles to the database as it starts;
+    # started together on a fresh database, two may insert the same row and one exits
+    # (UNIQUE constraint failed: dag_bundle.name). Written once here, they only update it.
+    register = "from airflow.dag_processing.bundles.manager import DagBundlesManager as M; " \
+        "M().sync_bundles_to_db()"
+    subprocess.run([sys.executable, "-c", register], env={**os.environ, **env}, check=True,
+                   capture_output=True, timeout=120)
     port = env["AIRFLOW__API__PORT"]
     processes.start(
         "api-server", ["api-server", "--port", port, "--host", "127.0.0.1", "--workers", "1"], env
