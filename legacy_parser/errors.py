@@ -29,6 +29,7 @@ class Locator:
         # A Locator lives for one parse; realpath costs an lstat per path component and
         # the same few files are asked about for every job.
         self._relative: dict[str, str] = {}
+        self._real_folders: dict[str, str] = {}
 
     def relative(self, path: str) -> str:
         found = self._relative.get(path)
@@ -41,10 +42,24 @@ class Locator:
             return ""
         if not os.path.isabs(path):
             return path  # a pseudo name such as "<frozen importlib._bootstrap>"
-        real = os.path.realpath(path)
-        if real == self.repo_root or real.startswith(self.repo_root + os.sep):
-            return os.path.relpath(real, self.repo_root)
+        real = self._realpath(path)
+        if real == self.repo_root:
+            return os.curdir
+        if real.startswith(self.repo_root + os.sep):
+            return real[len(self.repo_root) + len(os.sep):]
         return path
+
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath(path)``, resolving each folder once: the JSON format reads
+        150,000 files in 20,000 folders at 10,000 workflows, and realpath costs an lstat
+        per path component."""
+        folder, name = os.path.split(path)
+        if name in ("", os.curdir, os.pardir) or os.path.islink(path):
+            return os.path.realpath(path)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            real_folder = self._real_folders[folder] = os.path.realpath(folder)
+        return os.path.join(real_folder, name)
 
     def in_repo(self, path: str) -> bool:
         # Code objects of real files have absolute names (the repo root on sys.path is);
