@@ -53,7 +53,7 @@ def enforce_caps(result: ParseResult, caps: ResultCaps) -> ParseResult:
     kept: list[Workflow] = []
     errors = list(result.errors)
     for workflow in result.workflows:
-        error = _violation(workflow, caps)
+        error = caps_violation(workflow, caps)
         if error is None:
             kept.append(workflow)
         else:
@@ -63,7 +63,8 @@ def enforce_caps(result: ParseResult, caps: ResultCaps) -> ParseResult:
     return dataclasses.replace(result, workflows=tuple(kept), errors=tuple(errors))
 
 
-def _violation(workflow: Workflow, caps: ResultCaps) -> WorkflowError | None:
+def caps_violation(workflow: Workflow, caps: ResultCaps) -> WorkflowError | None:
+    """The first rule ``workflow`` breaks, as its error; None if it breaks none."""
     def error(kind: ErrorKind, message: str, job: str = "", file: str = "",
               line: int = 0) -> WorkflowError:
         return WorkflowError(kind, message, workflow.cluster, workflow_name, job,

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from legacy_parser.isolation import SandboxLimits, kill_group, probe_isolation, spawn
-from legacy_parser.limits import enforce_caps
 from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
 from legacy_parser.result_wire import MALFORMED, KnownWorkflows, ResultReader
 
@@ -88,8 +87,7 @@ class Sandbox:
         if isinstance(outcome, WorkflowError):
             return ParseResult(cluster, (), (outcome,), (), elapsed)
         # Report the whole cost, worker start-up included.
-        return dataclasses.replace(enforce_caps(outcome, self.limits.caps),
-                                   duration_seconds=elapsed)
+        return dataclasses.replace(outcome, duration_seconds=elapsed)
 
     def _run_worker(self, cluster: str, repo_root: str, request: bytes,
                     known: KnownWorkflows) -> ParseResult | WorkflowError:
@@ -118,7 +116,7 @@ class Sandbox:
                         f"cannot start a parse worker: {error.strerror or error}", cluster)
                 self._running.add(process)
             try:
-                output = _Output(self.limits.max_result_bytes, known.reader())
+                output = _Output(self.limits.max_result_bytes, known.reader(self.limits.caps))
                 finished = output.collect(process,
                                           time.monotonic() + self.limits.timeout_seconds)
             finally:

@@ -10,6 +10,7 @@ definition forges on the worker's result pipe are refused, never trusted or run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,10 +27,11 @@ from hypothesis import strategies as st
 
 from legacy_parser.cluster import JSON_PARSER, PYTHON_PARSER
 from legacy_parser.isolation import SandboxLimits
-from legacy_parser.model import ErrorKind, ParseResult, WorkflowError
+from legacy_parser.limits import ResultCaps
+from legacy_parser.model import ErrorKind, ParseResult, WorkflowError, to_plain
 from legacy_parser.result_wire import KnownWorkflows
 from legacy_parser.sandbox import Sandbox
-from tests.helpers import EXAMPLES, health, parse_workers
+from tests.helpers import EXAMPLES, health, parse_repo, parse_workers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
@@ -744,6 +746,33 @@ def test_a_forged_result_is_refused_not_run(tmp_path, payload, words):
     assert error.kind is ErrorKind.WORKER_CRASHED and words in error.message, error
 
 
+def test_a_forged_workflow_over_the_caps_is_refused_by_the_server(tmp_path, sandbox):
+    """The worker checks the caps before it writes; a definition writing a result of its
+    own skips that check, and the server's own reading of every line still makes each
+    workflow that breaks them an error, parse after parse."""
+    example = parse_repo(sandbox, EXAMPLES / "python_repo", "forger")
+    [good, bad, *_] = example.workflows
+    forged = dataclasses.replace(bad, name="evil\x1b[2J")
+    payload = "".join(json.dumps(to_plain(w)) + "\n" for w in (good, forged)) + json.dumps(
+        {"result": to_plain(dataclasses.replace(example, workflows=()))})
+    repo = tmp_path / "forger"
+    (repo / "forger_defs").mkdir(parents=True)
+    (repo / "forger_defs" / "__init__.py").write_text("")
+    (repo / "forger_defs" / "workflows.py").write_text(FORGER.format(payload=payload.encode()))
+    forging = Sandbox(SandboxLimits(timeout_seconds=TIME_LIMIT, memory_bytes=1024**3))
+    known = KnownWorkflows()
+    try:
+        for _ in range(2):  # the second time from the workflows the first one read
+            result = forging.parse("forger", str(repo), PYTHON_PARSER,
+                                   {"workflows_config": "forger_defs.workflows.WORKFLOWS"},
+                                   known=known)
+            assert result.workflows == (good,)
+            [error] = result.errors
+            assert (error.kind, error.workflow) == (ErrorKind.INVALID_NAME, "evil\\x1b[2J")
+    finally:
+        forging.close()
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(
@@ -758,7 +787,7 @@ def test_any_json_on_the_result_pipe_is_a_result_or_an_error(value, wrap, workfl
     """What the server does with the worker's output, without a worker: never raises."""
     output = b"".join(json.dumps(line).encode() + b"\n" for line in workflow_lines)
     output += json.dumps({"result": value} if wrap else value).encode()
-    result = KnownWorkflows().reader()
+    result = KnownWorkflows().reader(ResultCaps())
     result.feed(output)
     outcome = Sandbox()._read_result("c", 0, result, "")
     assert isinstance(outcome, ParseResult | WorkflowError)
