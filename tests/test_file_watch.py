@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,4 +212,55 @@ def test_only_links_are_polled_when_notifications_are_available(tmp_path):
     watch = watching([*paths, str(tmp_path / "repo" / "linked")], notify=True)
     assert watch.notified == len(paths)
     assert len(watch) == len(paths) + 1
+    watch.close()
+
+
+@linux_only
+def test_a_first_watch_looks_only_at_files_changed_since_the_parse_began(tmp_path):
+    """Taking up the watch of a large tree for the first time, a file whose change time is
+    older than the parse is as the parse read it: it costs a stat, not a hash. Here the
+    digests given are deliberately not the files', so any file hashed would be
+    reported."""
+    paths = repo(tmp_path)
+    began = time.time_ns() + 3_000_000_000  # over 2 s after the files last changed
+    watch = FileWatch()
+    watch.reset({path: "not-what-the-file-holds" for path in paths}, [], read_since_ns=began)
+    assert watch.changed() == []
+    watch.close()
+
+
+@linux_only
+def test_a_file_changed_between_the_parse_and_a_first_watch_is_reported(tmp_path):
+    paths = repo(tmp_path)
+    read = {path: digest(path) for path in paths}  # what the parse read
+    began = time.time_ns()
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2, written before the watch was taken up\n")
+    watch = FileWatch()
+    watch.reset(read, [], read_since_ns=began)
+    assert changes(watch) == [str(job)]
+    watch.close()
+
+
+def test_a_re_parse_of_the_same_files_and_one_that_reads_more_keep_watching(tmp_path, notify):
+    """A re-parse that read the same paths keeps the watch as it was; one that read a
+    file in a new folder watches that folder too."""
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    watch.reset({path: digest(path) for path in paths}, [])
+    assert watch.changed() == []
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2\n")
+    assert changes(watch) == [str(job)]
+
+    (tmp_path / "workflow" / "new" / "job").mkdir(parents=True)
+    added = tmp_path / "workflow" / "new" / "job" / "extract"
+    added.write_text("new extract\n")
+    assert changes(watch) == [listing(tmp_path / "workflow")]  # which re-parses
+    more = [*paths, listing(tmp_path / "workflow" / "new" / "job"), str(added)]
+    watch.reset({path: digest(path) for path in more}, [])
+    assert watch.changed() == []
+    added.write_text("new extract v2\n")
+    job.write_text("extract v3\n")
+    assert sorted(changes(watch)) == sorted([str(added), str(job)])
     watch.close()

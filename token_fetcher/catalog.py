@@ -220,6 +220,7 @@ class Catalog:
                 return None
             started = time.monotonic()
             wall_started = time.time()
+            read_since_ns = time.time_ns()
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
             setup = None
@@ -264,11 +265,13 @@ class Catalog:
             self._subscribers.publish(changes)
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
-            self._reset_watch(cluster, result, extra_watch, before)
             _record_load(self.metrics, snapshot, result, changes)
+            # A change the watch misses while it is taken up was made after the parse
+            # began, which the watch sees by the files' change times.
+            self._first_load_swapped(name)
+            self._reset_watch(cluster, result, extra_watch, before, read_since_ns)
             self._parsed_at[name] = time.monotonic()
         log_load(previous, snapshot, changes, time.monotonic() - started)
-        self._first_load_swapped(name)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
         self.history.save(name, list(added.items()),
@@ -295,13 +298,14 @@ class Catalog:
         return restored
 
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
-                     extra: list[str], before: Mapping[str, tuple | None]) -> None:
+                     extra: list[str], before: Mapping[str, tuple | None],
+                     read_since_ns: int) -> None:
         parsed = {os.path.join(cluster.repo, f.path): f.sha256 for f in result.files}
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         also = also_watched(cluster.repo, cluster.name, parsed,
                             self._last_good_files[cluster.name], extra, bool(result.errors))
-        self._watches[cluster.name].reset(parsed, also, before)
+        self._watches[cluster.name].reset(parsed, also, before, read_since_ns)
 
 
 # After a notification, the poller waits this long for the rest of a burst of writes;
