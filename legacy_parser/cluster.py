@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from legacy_parser import compat, loader, stubs
 from legacy_parser.digests import file_digest
 from legacy_parser.errors import Locator
 from legacy_parser.jsonreader import read_json_workflows
-from legacy_parser.model import ErrorKind, ParseResult, SourceFile, WorkflowError
+from legacy_parser.model import ErrorKind, ParseResult, SourceFile, Workflow, WorkflowError
 from legacy_parser.pyreader import read_python_workflows
 
 PYTHON_PARSER = "pinball_ext.workflow.parser.PyWorkflowParser"
@@ -21,11 +22,16 @@ PARSERS = (PYTHON_PARSER, JSON_PARSER)
 
 def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[str, Any],
                default_email: str = "", python2: bool = True,
-               stub_modules: tuple[str, ...] = ()) -> ParseResult:
+               stub_modules: tuple[str, ...] = (),
+               emit: Callable[[Workflow], None] | None = None) -> ParseResult:
     """Parse every workflow of the cluster in this process. Imports user code: call only
     inside a sandbox worker. Modules are compiled from source at every parse (see
     ``legacy_parser.loader``). ``python2`` translates Python 2 modules; ``stub_modules``
     stand in as inert stubs (``legacy_parser.stubs``).
+
+    ``emit``, if given, gets each workflow as soon as it is built (in the order of the
+    definitions), and the result holds none: the worker writes a workflow while it
+    builds the next one, so the server rebuilds it meanwhile.
     """
     started = time.monotonic()
     repo_root = os.path.realpath(repo_root)
@@ -41,13 +47,14 @@ def parse_here(cluster: str, repo_root: str, parser: str, parser_params: dict[st
         PinballConfig.DEFAULT_EMAIL = default_email
     sys.path.insert(0, repo_root)
     files: list[SourceFile] = []
+    workflows: list[Workflow] = []
+    emit = emit or workflows.append
     if parser == PYTHON_PARSER:
-        workflows, errors = read_python_workflows(cluster, parser_params, locator)
+        errors = read_python_workflows(cluster, parser_params, locator, emit)
     elif parser == JSON_PARSER:
-        workflows, errors, files = read_json_workflows(cluster, repo_root, parser_params,
-                                                       locator)
+        errors, files = read_json_workflows(cluster, repo_root, parser_params, locator, emit)
     else:
-        workflows, errors = [], [WorkflowError(
+        errors = [WorkflowError(
             ErrorKind.INVALID_CONFIG,
             f"unknown parser {parser!r}; expected one of {', '.join(PARSERS)}", cluster)]
     files.extend(_python_files_read(locator, errors))

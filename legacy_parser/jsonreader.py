@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from legacy_parser import graph
@@ -97,7 +98,8 @@ def _expect(value: Any, types: type | tuple[type, ...], field: str, job: str, fi
 
 
 def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], locator: Locator,
-                        ) -> tuple[list[Workflow], list[WorkflowError], list[SourceFile]]:
+                        emit: Callable[[Workflow], None],
+                        ) -> tuple[list[WorkflowError], list[SourceFile]]:
     """As read_python_workflows, plus the files read."""
     root = os.path.join(repo_root, str(params.get("repository_root") or ""))
     workflows_dir = os.path.join(root, "workflow")
@@ -105,24 +107,25 @@ def read_json_workflows(cluster: str, repo_root: str, params: dict[str, Any], lo
     try:
         names = reader.listing(workflows_dir)
     except OSError as error:
-        return [], [WorkflowError(ErrorKind.IO_ERROR,
-                                  f"cannot list the workflow folder: {error.strerror}",
-                                  cluster, file=locator.relative(workflows_dir)),
-                    ], reader.files
-    workflows: list[Workflow] = []
+        return [WorkflowError(ErrorKind.IO_ERROR,
+                              f"cannot list the workflow folder: {error.strerror}",
+                              cluster, file=locator.relative(workflows_dir)),
+                ], reader.files
     errors: list[WorkflowError] = []
     for name in names:
         folder = os.path.join(workflows_dir, name)
         if not os.path.isdir(folder):
             continue
         try:
-            workflows.append(_read_workflow(cluster, name, folder, reader))
+            workflow = _read_workflow(cluster, name, folder, reader)
         except OSError as error:
             errors.append(WorkflowError(ErrorKind.IO_ERROR, f"{error.strerror}: {error.filename}",
                                         cluster, name, file=locator.relative(error.filename or "")))
         except Exception as error:  # noqa: BLE001 - one bad workflow must not hide the others
             errors.append(locator.error_from_exception(error, cluster, name))
-    return workflows, errors, reader.files
+        else:
+            emit(workflow)
+    return errors, reader.files
 
 
 def _read_schedule(name: str, folder: str, reader: TreeReader) -> tuple[Schedule, str]:

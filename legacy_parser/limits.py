@@ -8,12 +8,11 @@ with an error naming it.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 from legacy_parser.control_characters import escape_control_characters
-from legacy_parser.model import ErrorKind, ParseResult, Workflow, WorkflowError
+from legacy_parser.model import ErrorKind, Workflow, WorkflowError
 
 MAX_NAME_LENGTH = 512
 
@@ -46,21 +45,6 @@ def printable(name: str, length: int = 100) -> str:
 # twice (in the worker and in the server), and a loop over characters in Python cost
 # a noticeable part of a refresh at 10,000 workflows.
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
-
-
-def enforce_caps(result: ParseResult, caps: ResultCaps) -> ParseResult:
-    """``result`` with each workflow that breaks a rule replaced by its error."""
-    kept: list[Workflow] = []
-    errors = list(result.errors)
-    for workflow in result.workflows:
-        error = caps_violation(workflow, caps)
-        if error is None:
-            kept.append(workflow)
-        else:
-            errors.append(error)
-    if len(kept) == len(result.workflows):
-        return result
-    return dataclasses.replace(result, workflows=tuple(kept), errors=tuple(errors))
 
 
 def caps_violation(workflow: Workflow, caps: ResultCaps) -> WorkflowError | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import datetime
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from legacy_parser import graph
@@ -28,11 +29,12 @@ from legacy_parser.templates import build_job, check_template, template_priority
 
 
 def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator,
-                          ) -> tuple[list[Workflow], list[WorkflowError]]:
-    """Every workflow of the cluster, and the errors."""
+                          emit: Callable[[Workflow], None]) -> list[WorkflowError]:
+    """Every workflow of the cluster, each given to ``emit`` as soon as it is built; the
+    errors."""
     dotted = params.get("workflows_config")
     if not isinstance(dotted, str) or "." not in dotted:
-        return [], [WorkflowError(
+        return [WorkflowError(
             ErrorKind.INVALID_CONFIG,
             f"parser param workflows_config must be a dotted path module.NAME, got {dotted!r}",
             cluster,
@@ -43,24 +45,23 @@ def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator
     except BaseException as error:  # noqa: BLE001 - definition code may raise anything
         if isinstance(error, KeyboardInterrupt):
             raise
-        return [], [locator.error_from_exception(error, cluster, at_import=True)]
+        return [locator.error_from_exception(error, cluster, at_import=True)]
     module_file = locator.relative(getattr(module, "__file__", "") or "")
     if not hasattr(module, attribute):
-        return [], [WorkflowError(
+        return [WorkflowError(
             ErrorKind.MISSING_WORKFLOWS,
             f"module {module_name!r} has no attribute {attribute!r} (workflows_config {dotted})",
             cluster, file=module_file,
         )]
     workflows_config = getattr(module, attribute)
     if not isinstance(workflows_config, dict):
-        return [], [WorkflowError(
+        return [WorkflowError(
             ErrorKind.NOT_A_DICT,
             f"{dotted} is a {type(workflows_config).__name__}, not a dict of "
             "{workflow_name: WorkflowConfig}",
             cluster, file=module_file,
         )]
 
-    workflows: list[Workflow] = []
     errors: list[WorkflowError] = []
     for name, config in workflows_config.items():
         workflow_name = name if isinstance(name, str) else repr(name)
@@ -69,10 +70,12 @@ def read_python_workflows(cluster: str, params: dict[str, Any], locator: Locator
                 raise DefinitionError(ErrorKind.INVALID_DEFINITION,
                                       f"workflow name {name!r} is not a non-empty string",
                                       file=module_file)
-            workflows.append(_read_workflow(cluster, name, config, params, locator))
+            workflow = _read_workflow(cluster, name, config, params, locator)
         except Exception as error:  # noqa: BLE001 - one bad workflow must not hide the others
             errors.append(locator.error_from_exception(error, cluster, workflow_name))
-    return workflows, errors
+        else:
+            emit(workflow)
+    return errors
 
 
 def _site(obj: Any, locator: Locator) -> tuple[str, int]:

@@ -35,12 +35,21 @@ MALFORMED = (ValueError, KeyError, TypeError, RecursionError)
 
 
 def write_result(stream: TextIO, result: ParseResult) -> None:
-    # dumps, not dump: dump streams through the pure-Python encoder (3.5x slower).
     for workflow in result.workflows:
-        stream.write(json.dumps(to_plain(workflow)))
-        stream.write("\n")
-    rest = dataclasses.replace(result, workflows=())
-    stream.write(json.dumps({"result": to_plain(rest)}))
+        write_workflow(stream, workflow)
+    write_rest(stream, result)
+
+
+def write_workflow(stream: TextIO, workflow: Workflow) -> None:
+    """One workflow's line, in any order: the reader sorts them by name."""
+    # dumps, not dump: dump streams through the pure-Python encoder (3.5x slower).
+    stream.write(json.dumps(to_plain(workflow)))
+    stream.write("\n")
+
+
+def write_rest(stream: TextIO, result: ParseResult) -> None:
+    """The last line: ``result`` but its workflows (each written on its own line)."""
+    stream.write(json.dumps({"result": to_plain(dataclasses.replace(result, workflows=()))}))
 
 
 class KnownWorkflows:
@@ -110,6 +119,8 @@ class ResultReader:
             raise ValueError("workflows in the last line, where the worker writes none")
         self._known._by_digest, self._known._caps = self._digests, self._caps
         self._known._files = {file.path: file for file in files}
+        # A parse lists its workflows by name; the worker writes each as it is built.
+        self._checked.sort(key=lambda checked: checked.workflow.name)
         return dataclasses.replace(
             rest, workflows=tuple(c.workflow for c in self._checked if c.violation is None),
             errors=(*rest.errors, *(c.violation for c in self._checked if c.violation)),

@@ -7,6 +7,7 @@ stderr so they cannot corrupt the result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -14,7 +15,8 @@ import sys
 
 
 def main() -> None:
-    result_stream = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    # Line-buffered: each workflow's line leaves as soon as it is written.
+    result_stream = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     request = json.loads(sys.stdin.read())
@@ -30,17 +32,31 @@ def main() -> None:
     _limit(resource.RLIMIT_FSIZE, request["max_file_bytes"])
 
     from legacy_parser.cluster import parse_here
-    from legacy_parser.limits import ResultCaps, enforce_caps
-    from legacy_parser.result_wire import write_result
+    from legacy_parser.limits import ResultCaps, caps_violation
+    from legacy_parser.model import Workflow, WorkflowError
+    from legacy_parser.result_wire import write_rest, write_workflow
+
+    caps = ResultCaps(**request["caps"])
+    over_caps: list[tuple[str, WorkflowError]] = []
+
+    def emit(workflow: Workflow) -> None:
+        # Written while the next one is built: the server rebuilds it meanwhile, and this
+        # process need not hold the model of every workflow. The caps are checked here
+        # for errors located at the offending job and a result that stays small; the
+        # server checks them again, since definition code could have changed this.
+        violation = caps_violation(workflow, caps)
+        if violation is None:
+            write_workflow(result_stream, workflow)
+        else:
+            over_caps.append((workflow.name, violation))
 
     result = parse_here(request["cluster"], request["repo_root"], request["parser"],
                         request["parser_params"], request["default_email"],
                         python2=request.get("python2_definitions", "auto") == "auto",
-                        stub_modules=tuple(request.get("stub_modules", ())))
-    # Here for errors located at the offending job and a result that stays small; the
-    # server applies the same caps again, since definition code could have changed this.
-    result = enforce_caps(result, ResultCaps(**request["caps"]))
-    write_result(result_stream, result)
+                        stub_modules=tuple(request.get("stub_modules", ())), emit=emit)
+    over_caps.sort(key=lambda pair: pair[0])
+    write_rest(result_stream, dataclasses.replace(
+        result, errors=(*result.errors, *(violation for _, violation in over_caps))))
     result_stream.flush()
     # Skip interpreter teardown: definition code may have left threads or atexit hooks.
     os._exit(0)

@@ -6,9 +6,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import selectors
+import subprocess
+import sys
+import time
 
 import pytest
 
+from legacy_parser.cluster import PYTHON_PARSER
 from legacy_parser.limits import ResultCaps
 from legacy_parser.model import ErrorKind, ParseResult, to_plain
 from legacy_parser.result_wire import KnownWorkflows, write_result
@@ -134,3 +140,88 @@ def test_unchanged_files_come_back_as_the_objects_of_the_last_parse(example_resu
     assert second == edited
     reused = [new is old for new, old in zip(second.files, first.files, strict=True)]
     assert reused == [index != 1 for index in range(len(reused))]
+
+
+STREAMED = '''
+import os
+import time
+from datetime import datetime, timedelta
+
+from pinball_ext.job_templates import CommandJobTemplate
+from pinball_ext.workflow.config import JobConfig, ScheduleConfig, WorkflowConfig
+
+
+class WaitingTemplate(CommandJobTemplate):
+    """Built only once the test has seen the line of the workflow defined before it."""
+
+    def get_pinball_job(self, inputs, outputs, params):
+        while not os.path.exists(os.environ["RELEASE"]):
+            time.sleep(0.01)
+        return super(WaitingTemplate, self).get_pinball_job(inputs, outputs, params)
+
+
+DAILY = ScheduleConfig(timedelta(days=1), datetime(2015, 1, 1, 6, 0))
+FINAL = JobConfig(CommandJobTemplate('final', 'echo done'))
+WORKFLOWS = {
+    'zz_first': WorkflowConfig(jobs={'a': JobConfig(CommandJobTemplate('a', 'echo a'))},
+                               final_job_config=FINAL, schedule=DAILY),
+    'aa_second': WorkflowConfig(jobs={'b': JobConfig(WaitingTemplate('b', 'echo b'))},
+                                final_job_config=FINAL, schedule=DAILY),
+}
+'''
+
+
+def test_the_worker_writes_each_workflow_as_soon_as_it_is_built(tmp_path):
+    """The server rebuilds a workflow while the worker builds the next, and the worker
+    need not hold every workflow's model: the first workflow's line arrives while the
+    second is still being built (its template waits for the test to have read it)."""
+    repo = tmp_path / "repo"
+    (repo / "streamed").mkdir(parents=True)
+    (repo / "streamed" / "__init__.py").write_text("")
+    (repo / "streamed" / "workflows.py").write_text(STREAMED)
+    release = tmp_path / "release"
+    request = {
+        "cluster": "streamed", "repo_root": str(repo), "parser": PYTHON_PARSER,
+        "parser_params": {"workflows_config": "streamed.workflows.WORKFLOWS"},
+        "default_email": "", "run_as": None, "memory_bytes": 0, "cpu_seconds": 0,
+        "max_processes": 0, "max_open_files": 0, "max_file_bytes": 0,
+        "caps": dataclasses.asdict(DEFAULT_CAPS)}
+    worker = subprocess.Popen([sys.executable, "-m", "legacy_parser.worker"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env={**os.environ,
+                                                              "RELEASE": str(release)})
+    try:
+        worker.stdin.write(json.dumps(request).encode())
+        worker.stdin.close()
+        first = _first_line(worker.stdout, timeout=30)
+        release.touch()
+        rest = worker.stdout.read()
+        assert worker.wait(timeout=60) == 0
+    finally:
+        release.touch()
+        worker.kill()
+        worker.wait()
+    assert json.loads(first)["name"] == "zz_first"
+    result = read(KnownWorkflows(), first + rest)
+    assert [w.name for w in result.workflows] == ["aa_second", "zz_first"]  # by name
+    assert result.errors == ()
+
+
+def _first_line(stream, timeout: float) -> bytes:
+    """The first line on ``stream``; fails after ``timeout`` seconds without one."""
+    os.set_blocking(stream.fileno(), False)
+    received = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while b"\n" not in received:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line from the worker after {timeout} s: {received[:200]!r}"
+            if selector.select(left):
+                chunk = os.read(stream.fileno(), 65536)
+                assert chunk, "the worker ended without writing a line"
+                received += chunk
+    os.set_blocking(stream.fileno(), True)
+    line, _, more = received.partition(b"\n")
+    assert not more, "the worker wrote past the first line before it was released"
+    return line + b"\n"
