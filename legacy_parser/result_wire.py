@@ -16,8 +16,8 @@ import dataclasses
 import gc
 import hashlib
 import json
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from legacy_parser.limits import ResultCaps, caps_violation
 from legacy_parser.model import (
@@ -54,25 +54,39 @@ def write_rest(stream: TextIO, result: ParseResult) -> None:
 
 class KnownWorkflows:
     """The workflows of a cluster's last result by a digest of their lines, each with what
-    the caps it was read under said of it.
+    the caps it was read under said of it, and what ``prepare`` made of it.
 
-    Not thread-safe: one per cluster, used by one parse at a time.
+    ``prepare`` (the service: a workflow's spec and fingerprint) runs as a workflow's line
+    arrives, while the worker builds the next one, and its value is kept as long as the
+    workflow is; it must not raise. Not thread-safe: one per cluster, used by one parse at
+    a time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[Workflow], Any] = lambda workflow: None) -> None:
+        self._prepare = prepare
         self._by_digest: dict[bytes, _Checked] = {}
         self._caps: ResultCaps | None = None
         self._files: dict[str, SourceFile] = {}  # by path
+        self._prepared: dict[int, _Checked] = {}  # by the workflow's id
 
     def reader(self, caps: ResultCaps) -> ResultReader:
         """A reader of one result, which keeps each workflow within ``caps``."""
         return ResultReader(self, caps)
+
+    def prepared(self, workflow: Workflow) -> Any:
+        """What ``prepare`` made of ``workflow``: made now unless it came from the last
+        result read."""
+        checked = self._prepared.get(id(workflow))
+        if checked is not None and checked.workflow is workflow:
+            return checked.prepared
+        return self._prepare(workflow)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Checked:
     workflow: Workflow
     violation: WorkflowError | None
+    prepared: Any
 
 
 class ResultReader:
@@ -119,6 +133,7 @@ class ResultReader:
             raise ValueError("workflows in the last line, where the worker writes none")
         self._known._by_digest, self._known._caps = self._digests, self._caps
         self._known._files = {file.path: file for file in files}
+        self._known._prepared = {id(c.workflow): c for c in self._checked}
         # A parse lists its workflows by name; the worker writes each as it is built.
         self._checked.sort(key=lambda checked: checked.workflow.name)
         return dataclasses.replace(
@@ -141,7 +156,9 @@ class ResultReader:
         checked = self._reusable.get(digest)
         if checked is None:
             workflow = from_plain(Workflow, json.loads(line), self._shared)
-            checked = _Checked(workflow, caps_violation(workflow, self._caps))
+            violation = caps_violation(workflow, self._caps)
+            checked = _Checked(workflow, violation,
+                               None if violation else self._known._prepare(workflow))
         self._digests[digest] = checked
         return checked
 

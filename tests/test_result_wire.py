@@ -225,3 +225,38 @@ def _first_line(stream, timeout: float) -> bytes:
     line, _, more = received.partition(b"\n")
     assert not more, "the worker wrote past the first line before it was released"
     return line + b"\n"
+
+
+def test_what_is_prepared_of_a_workflow_is_made_as_it_arrives_and_kept_while_it_is(
+        example_result):
+    """The service builds each workflow's spec as its line arrives; an unchanged line
+    keeps the spec built for it, and a workflow over the caps gets none."""
+    made: list[str] = []
+
+    def prepare(workflow):
+        made.append(workflow.name)
+        return object()
+
+    name, jobs = _largest(example_result)
+    caps = ResultCaps(max_jobs_per_workflow=jobs - 1)
+    known = KnownWorkflows(prepare)
+    reader = known.reader(caps)
+    output = wire(example_result)
+    first_line = output[:output.index(b"\n") + 1]
+    reader.feed(first_line)
+    assert len(made) == (0 if json.loads(first_line)["name"] == name else 1)  # no waiting
+    reader.feed(output[len(first_line):])
+    first = reader.finish()
+    assert sorted(made) == sorted(w.name for w in first.workflows) and name not in made
+    kept = {w.name: known.prepared(w) for w in first.workflows}
+
+    index, changed = next((i, w) for i, w in enumerate(example_result.workflows)
+                          if w.name != name)
+    workflows = list(example_result.workflows)
+    workflows[index] = dataclasses.replace(changed, line=changed.line + 1)
+    edited = dataclasses.replace(example_result, workflows=tuple(workflows))
+    made.clear()
+    second = read(known, wire(edited), caps)
+    assert made == [changed.name]
+    for workflow in second.workflows:
+        assert (known.prepared(workflow) is kept[workflow.name]) == (workflow.name != changed.name)

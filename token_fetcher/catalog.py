@@ -61,7 +61,7 @@ class Catalog:
         }
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
-        self._known = {name: KnownWorkflows() for name in config.clusters}
+        self._known = {name: KnownWorkflows(_version_or_problem) for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
         # What the last parse read (its files and parser setup), to tell a layout that
         # changed by itself from one whose sources changed; None after a failed parse.
@@ -240,7 +240,7 @@ class Catalog:
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
             except SandboxClosed:
                 return None
-            result, versions = _servable(result, previous)
+            result, versions = _servable(result, self._known[name])
             # Until a load succeeds, a workflow that fails has its last good version in the
             # history: what the cluster served before the restart.
             restored = self._restored(name) if previous.state is LoadState.LOADING \
@@ -344,32 +344,38 @@ def _text(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _servable(result: model.ParseResult, previous: ClusterSnapshot,
-              ) -> tuple[model.ParseResult, dict[str, Version]]:
-    """The parse with every workflow built into its spec, and the versions by name. A
-    workflow the sandbox reused unchanged from the previous parse keeps its version.
+def _version_or_problem(workflow: model.Workflow) -> Version | ValueError:
+    """The workflow's version; the ValueError of a value the contract cannot carry (a
+    number outside its int32 or int64 field, text that is not UTF-8)."""
+    try:
+        return _version(workflow)
+    except ValueError as error:  # out of range; UnicodeEncodeError
+        return error
 
-    A workflow that the contract cannot carry (a number outside its int32 or int64 field,
-    text that is not UTF-8) becomes an error of that workflow, so that one bad value
-    never stops the whole cluster's load.
+
+def _servable(result: model.ParseResult, known: KnownWorkflows,
+              ) -> tuple[model.ParseResult, dict[str, Version]]:
+    """The parse with every workflow built into its spec, and the versions by name. The
+    sandbox built each version as the workflow's line arrived; a workflow it reused
+    unchanged from the previous parse keeps its version.
+
+    A workflow that the contract cannot carry becomes an error of that workflow, so
+    that one bad value never stops the whole cluster's load.
     """
     versions: dict[str, Version] = {}
     problems: list[model.WorkflowError] = []
     for workflow in result.workflows:
-        old = previous.entries.get(workflow.name)
-        if old is not None and old.version is not None and old.version.workflow is workflow:
-            versions[workflow.name] = old.version
+        version = known.prepared(workflow)
+        if isinstance(version, Version):
+            versions[workflow.name] = version
             continue
-        try:
-            versions[workflow.name] = _version(workflow)
-        except ValueError as error:  # out of range; UnicodeEncodeError
-            problems.append(model.WorkflowError(
-                model.ErrorKind.INVALID_DEFINITION,
-                f"workflow {_text(workflow.name)!r} has a value the service cannot carry "
-                f"({_text(str(error))}): numbers must fit the contract's int32 and int64 "
-                "fields and text must be valid UTF-8",
-                result.cluster, _text(workflow.name), file=_text(workflow.file),
-                line=workflow.line))
+        problems.append(model.WorkflowError(
+            model.ErrorKind.INVALID_DEFINITION,
+            f"workflow {_text(workflow.name)!r} has a value the service cannot carry "
+            f"({_text(str(version))}): numbers must fit the contract's int32 and int64 "
+            "fields and text must be valid UTF-8",
+            result.cluster, _text(workflow.name), file=_text(workflow.file),
+            line=workflow.line))
     errors = tuple(dataclasses.replace(
         error, message=_text(error.message), cluster=_text(error.cluster),
         workflow=_text(error.workflow), job=_text(error.job), file=_text(error.file))
