@@ -48,10 +48,10 @@ def main() -> None:
     rebuilt = from_plain(ParseResult, decoded)
     times["server: from_plain"] = clock() - started
     try:
-        from token_fetcher.catalog import _version
+        from token_fetcher.snapshot_merge import version_of
 
         started = clock()
-        versions = [_version(workflow) for workflow in rebuilt.workflows]
+        versions = [version_of(workflow) for workflow in rebuilt.workflows]
         times["server: convert + fingerprint"] = clock() - started
     except Exception as error:  # noqa: BLE001 - internal API may have moved
         versions = []

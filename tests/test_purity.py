@@ -14,7 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.helpers import example_clusters, metric, replace_file, scrape, wait_for
-from token_fetcher import catalog
+from token_fetcher import snapshot_merge
 from token_fetcher._proto import token_fetcher_pb2 as pb
 
 PY, JS = "example_python", "example_json"
@@ -72,13 +72,13 @@ def test_a_re_parse_rebuilds_only_the_workflows_whose_result_changed(
     """Still a full parse in a fresh worker; the server just skips rebuilding the specs of
     workflows whose part of the result is byte for byte the last parse's."""
     rebuilt: list[str] = []
-    build_version = catalog._version
+    build_version = snapshot_merge.version_of
 
     def counting_version(workflow):
         rebuilt.append(workflow.name)
         return build_version(workflow)
 
-    monkeypatch.setattr(catalog, "_version", counting_version)
+    monkeypatch.setattr(snapshot_merge, "version_of", counting_version)
     server = start_server(clusters=example_clusters(*repos))
     stub = stub_for(server)
     assert "db_backup" in rebuilt

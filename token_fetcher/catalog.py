@@ -11,7 +11,6 @@ system: all of that happens here, in background threads and sandbox workers.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import select
@@ -26,7 +25,6 @@ from legacy_parser import model
 from legacy_parser.cluster import JSON_PARSER
 from legacy_parser.result_wire import KnownWorkflows
 from legacy_parser.sandbox import Sandbox, SandboxClosed
-from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ClusterConfig, ConfigError, ServerConfig
 from token_fetcher.history import VersionHistory
@@ -40,7 +38,14 @@ from token_fetcher.snapshot import (
     Status,
     Version,
 )
-from token_fetcher.snapshot_merge import merge, new_versions, served_fingerprints
+from token_fetcher.snapshot_merge import (
+    merge,
+    new_versions,
+    servable,
+    served_fingerprints,
+    version_of,
+    version_or_problem,
+)
 from token_fetcher.subscriptions import Subscribers, Subscription
 from token_fetcher.watch import FileWatch
 from token_fetcher.watch_scope import also_watched
@@ -61,7 +66,7 @@ class Catalog:
         }
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
-        self._known = {name: KnownWorkflows(_version_or_problem) for name in config.clusters}
+        self._known = {name: KnownWorkflows(version_or_problem) for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
         # What the last parse read (its files and parser setup), to tell a layout that
         # changed by itself from one whose sources changed; None after a failed parse.
@@ -141,7 +146,7 @@ class Catalog:
         workflow = self.history.load(cluster, fingerprint)
         if workflow is None:
             return None
-        version = _version(workflow)
+        version = version_of(workflow)
         if version.fingerprint != fingerprint:
             return None
         with self._versions_lock:
@@ -240,7 +245,7 @@ class Catalog:
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
             except SandboxClosed:
                 return None
-            result, versions = _servable(result, self._known[name])
+            result, versions = servable(result, self._known[name])
             # Until a load succeeds, a workflow that fails has its last good version in the
             # history: what the cluster served before the restart.
             restored = self._restored(name) if previous.state is LoadState.LOADING \
@@ -292,7 +297,7 @@ class Catalog:
         """The versions the history says this cluster served last, by workflow name."""
         restored = {}
         for fingerprint, workflow in self.history.served(cluster).items():
-            version = _version(workflow)
+            version = version_of(workflow)
             if version.fingerprint == fingerprint:  # else saved by an incompatible release
                 restored[workflow.name] = version
         return restored
@@ -327,63 +332,6 @@ def _format(cluster: ClusterConfig) -> int:
     except ConfigError:
         return pb.DEFINITION_FORMAT_UNSPECIFIED
     return pb.DEFINITION_FORMAT_JSON if parser == JSON_PARSER else pb.DEFINITION_FORMAT_PYTHON
-
-
-def _version(workflow: model.Workflow) -> Version:
-    spec = convert.workflow_spec(workflow)
-    return Version(workflow, convert.fingerprint(spec), spec.SerializeToString())
-
-
-def _text(value: str) -> str:
-    """``value`` as valid UTF-8: lone surrogates (say, from an undecodable file name) are
-    escaped, since protobuf refuses them when a message is built."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _version_or_problem(workflow: model.Workflow) -> Version | ValueError:
-    """The workflow's version; the ValueError of a value the contract cannot carry (a
-    number outside its int32 or int64 field, text that is not UTF-8)."""
-    try:
-        return _version(workflow)
-    except ValueError as error:  # out of range; UnicodeEncodeError
-        return error
-
-
-def _servable(result: model.ParseResult, known: KnownWorkflows,
-              ) -> tuple[model.ParseResult, dict[str, Version]]:
-    """The parse with every workflow built into its spec, and the versions by name. The
-    sandbox built each version as the workflow's line arrived; a workflow it reused
-    unchanged from the previous parse keeps its version.
-
-    A workflow that the contract cannot carry becomes an error of that workflow, so
-    that one bad value never stops the whole cluster's load.
-    """
-    versions: dict[str, Version] = {}
-    problems: list[model.WorkflowError] = []
-    for workflow in result.workflows:
-        version = known.prepared(workflow)
-        if isinstance(version, Version):
-            versions[workflow.name] = version
-            continue
-        problems.append(model.WorkflowError(
-            model.ErrorKind.INVALID_DEFINITION,
-            f"workflow {_text(workflow.name)!r} has a value the service cannot carry "
-            f"({_text(str(version))}): numbers must fit the contract's int32 and int64 "
-            "fields and text must be valid UTF-8",
-            result.cluster, _text(workflow.name), file=_text(workflow.file),
-            line=workflow.line))
-    errors = tuple(dataclasses.replace(
-        error, message=_text(error.message), cluster=_text(error.cluster),
-        workflow=_text(error.workflow), job=_text(error.job), file=_text(error.file))
-        for error in result.errors) + tuple(problems)
-    if not problems and errors == result.errors:
-        return result, versions
-    workflows = tuple(w for w in result.workflows if w.name in versions)
-    return dataclasses.replace(result, workflows=workflows, errors=errors), versions
 
 
 def _record_load(metrics: ServerMetrics, snapshot: ClusterSnapshot, result: model.ParseResult,

@@ -2,19 +2,23 @@
 
 A workflow that fails keeps its last good version, flagged stale; a workflow whose
 layout changes although the parse read the same files as the one before is dynamic.
-Pure functions of the snapshot before and the parse: token_fetcher.catalog does the
-parsing, the swap and the publishing.
+Pure functions of the snapshot before and the parse (and of a workflow, its version):
+token_fetcher.catalog does the parsing, the swap and the publishing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from legacy_parser import model
+from legacy_parser.result_wire import KnownWorkflows
+from token_fetcher import convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.snapshot import Change, ClusterSnapshot, Entry, LoadState, Status, Version
 
-__all__ = ["merge", "new_versions", "served_fingerprints"]
+__all__ = ["merge", "new_versions", "servable", "served_fingerprints", "version_of",
+           "version_or_problem"]
 
 
 def merge(previous: ClusterSnapshot, result: model.ParseResult, wall_started: float,
@@ -133,3 +137,60 @@ def _changes(previous: ClusterSnapshot, snapshot: ClusterSnapshot, now: float,
             changes.append(Change(event.TYPE_REMOVED, snapshot.name, name,
                                   _fingerprint(previous.entries[name]), "", (), now))
     return changes
+
+
+def version_of(workflow: model.Workflow) -> Version:
+    spec = convert.workflow_spec(workflow)
+    return Version(workflow, convert.fingerprint(spec), spec.SerializeToString())
+
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8: lone surrogates (say, from an undecodable file name) are
+    escaped, since protobuf refuses them when a message is built."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def version_or_problem(workflow: model.Workflow) -> Version | ValueError:
+    """The workflow's version; the ValueError of a value the contract cannot carry (a
+    number outside its int32 or int64 field, text that is not UTF-8)."""
+    try:
+        return version_of(workflow)
+    except ValueError as error:  # out of range; UnicodeEncodeError
+        return error
+
+
+def servable(result: model.ParseResult, known: KnownWorkflows,
+              ) -> tuple[model.ParseResult, dict[str, Version]]:
+    """The parse with every workflow built into its spec, and the versions by name. The
+    sandbox built each version as the workflow's line arrived; a workflow it reused
+    unchanged from the previous parse keeps its version.
+
+    A workflow that the contract cannot carry becomes an error of that workflow, so
+    that one bad value never stops the whole cluster's load.
+    """
+    versions: dict[str, Version] = {}
+    problems: list[model.WorkflowError] = []
+    for workflow in result.workflows:
+        version = known.prepared(workflow)
+        if isinstance(version, Version):
+            versions[workflow.name] = version
+            continue
+        problems.append(model.WorkflowError(
+            model.ErrorKind.INVALID_DEFINITION,
+            f"workflow {_text(workflow.name)!r} has a value the service cannot carry "
+            f"({_text(str(version))}): numbers must fit the contract's int32 and int64 "
+            "fields and text must be valid UTF-8",
+            result.cluster, _text(workflow.name), file=_text(workflow.file),
+            line=workflow.line))
+    errors = tuple(dataclasses.replace(
+        error, message=_text(error.message), cluster=_text(error.cluster),
+        workflow=_text(error.workflow), job=_text(error.job), file=_text(error.file))
+        for error in result.errors) + tuple(problems)
+    if not problems and errors == result.errors:
+        return result, versions
+    workflows = tuple(w for w in result.workflows if w.name in versions)
+    return dataclasses.replace(result, workflows=workflows, errors=errors), versions
