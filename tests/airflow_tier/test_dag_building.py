@@ -10,6 +10,8 @@ import os
 from datetime import UTC, datetime
 
 import pytest
+from airflow.sdk import DAG
+from airflow.sdk.bases import operator as operator_module
 from airflow.serialization.serialized_objects import DagSerialization
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
@@ -161,6 +163,46 @@ def test_tasks_built_through_the_fast_attribute_path_are_the_same(monkeypatch):
     assert DagSerialization.to_dict(fast) == DagSerialization.to_dict(slow)
     for task in fast.tasks:
         assert task_state(task) == task_state(slow.task_dict[task.task_id]), task.task_id
+
+
+def test_each_task_merges_airflow_defaults_once_per_constructor_airflow_wraps(monkeypatch):
+    # Airflow wraps the __init__ of every operator class, and each wrapper merges the
+    # DAG's default arguments and params again: a job's task passes its own and
+    # BaseOperator's; a condition's, its own, BaseSensorOperator's and BaseOperator's.
+    merges = []
+    merged_defaults = operator_module.get_merged_defaults
+
+    def counted(*args, **kwargs):
+        merges.append(1)
+        return merged_defaults(*args, **kwargs)
+
+    monkeypatch.setattr(operator_module, "get_merged_defaults", counted)
+    item = layout()
+    [audit] = [job for job in item.spec.jobs if job.name == "audit"]
+    audit.kind = pb.JOB_KIND_CONDITION
+    dag = build_dag(item, Settings())
+    assert len(dag.tasks) == 4
+    assert len(merges) == 3 * 2 + 1 * 3
+
+
+def test_airflow_sees_the_legacy_command_arguments_of_each_task_class():
+    # Defaults from the DAG's default_args; partial() and expand() take every argument.
+    command = {"cluster": "c", "workflow": "w", "fingerprint": "f" * 64, "runner": "local"}
+    with DAG("sees_arguments", schedule=None, default_args={"cwd": "/legacy"}):
+        job = MigratedJobOperator(
+            task_id="job", job="job", command_segments=["true"], warn_timeout_seconds=5, **command
+        )
+        condition = MigratedConditionSensor(
+            task_id="cond", job="cond", command_segments=["true"], **command
+        )
+        MigratedJobOperator.partial(
+            task_id="jobs", job="jobs", job_emails=[ONCALL], warn_timeout_email=True, **command
+        ).expand(command_segments=[["true"], ["false"]])
+        MigratedConditionSensor.partial(task_id="conds", job="conds", env={}, **command).expand(
+            command_segments=[["true"], ["false"]]
+        )
+    assert (job.cwd, condition.cwd) == ("/legacy", "/legacy")
+    assert job._BaseOperator__init_kwargs["cwd"] == "/legacy"
 
 
 def test_the_build_pauses_the_cyclic_gc_and_restores_it():

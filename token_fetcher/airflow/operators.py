@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,10 +80,14 @@ def _add_pod_override(
         kwargs["executor_config"] = executor_config(options or {}, **job)
 
 
-class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
+class _LegacyCommand:
     """What jobs and conditions share: their arguments, rendering and running the legacy
-    command. An operator class itself, so that Airflow sees its arguments (defaults,
-    recorded init arguments, ``partial``); the sensor's base comes after it."""
+    command. A mixin, not an operator class: each operator's own ``__init__`` takes the
+    legacy command's arguments (so that Airflow sees them: defaults, recorded init
+    arguments, ``partial``) and hands them to ``_init_legacy_command``. Airflow wraps
+    every ``__init__`` of an operator class, and each wrapper merges the default
+    arguments and params again (about 9 us per task); a job's task passes two wrappers,
+    its own and BaseOperator's, not three."""
 
     cluster: str
     workflow: str
@@ -98,24 +102,28 @@ class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
     task_id: str
     _process: subprocess.Popen[str] | None
 
-    def __init__(
+    def _init_legacy_command(
         self,
+        operator_init: Callable[..., None],
+        kwargs: dict[str, Any],
         *,
         cluster: str,
         workflow: str,
         job: str,
         fingerprint: str,
         command_segments: Sequence[str],
-        runner: str = "local",
-        cwd: str = "",
-        env: Mapping[str, str] | None = None,
-        kubernetes: Mapping[str, Any] | None = None,
-        **kwargs: Any,
+        runner: str,
+        cwd: str,
+        env: Mapping[str, str] | None,
+        kubernetes: Mapping[str, Any] | None,
+        **own: Any,
     ) -> None:
+        """Run the base operator's ``operator_init(**kwargs)`` and keep the legacy
+        command's arguments, then ``own`` (the operator's own attributes)."""
         if runner == "inpod":
             names = {"cluster": cluster, "workflow": workflow, "job": job}
             _add_pod_override(kwargs, kubernetes, fingerprint=fingerprint, **names)
-        super().__init__(**kwargs)
+        operator_init(**kwargs)
         if runner not in RUNNERS:
             raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
         set_own_attributes(
@@ -130,6 +138,7 @@ class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
             env=dict(env) if env is not None else None,
             kubernetes=dict(kubernetes or {}),
             _process=None,
+            **own,
         )
 
     def command_for(self, context: Mapping[str, Any]) -> str:
@@ -223,7 +232,7 @@ class _LegacyCommandBase(FastTaskSetattr, BaseOperator):
         )
 
 
-class MigratedJobOperator(_LegacyCommandBase):
+class MigratedJobOperator(_LegacyCommand, FastTaskSetattr, BaseOperator):
     """Runs one Pinball job's legacy command for the DagRun's scheduled time.
 
     ``warn_timeout_seconds`` (Pinball's warn timeout) does not stop the job: when it passes,
@@ -241,16 +250,34 @@ class MigratedJobOperator(_LegacyCommandBase):
     def __init__(
         self,
         *,
+        cluster: str,
+        workflow: str,
+        job: str,
+        fingerprint: str,
+        command_segments: Sequence[str],
+        runner: str = "local",
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        kubernetes: Mapping[str, Any] | None = None,
         warn_timeout_seconds: int | None = None,
         warn_timeout_email: bool = False,
         job_emails: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        """The legacy command's arguments are _LegacyCommandBase's; these three are the
-        warn timeout's; the rest are BaseOperator's."""
-        super().__init__(**kwargs)
-        set_own_attributes(
-            self,
+        """The legacy command's arguments (see _LegacyCommand), then the warn
+        timeout's three; the rest are BaseOperator's."""
+        self._init_legacy_command(
+            super().__init__,
+            kwargs,
+            cluster=cluster,
+            workflow=workflow,
+            job=job,
+            fingerprint=fingerprint,
+            command_segments=command_segments,
+            runner=runner,
+            cwd=cwd,
+            env=env,
+            kubernetes=kubernetes,
             job_emails=list(job_emails),
             warn_timeout_seconds=warn_timeout_seconds,
             warn_timeout_email=warn_timeout_email,
@@ -311,12 +338,42 @@ class MigratedJobOperator(_LegacyCommandBase):
             self.log.exception("token-fetcher: could not send the warn-timeout email")
 
 
-class MigratedConditionSensor(_LegacyCommandBase, BaseSensorOperator):
+class MigratedConditionSensor(_LegacyCommand, FastTaskSetattr, BaseSensorOperator):
     """A Pinball condition: pokes its command every ``poke_interval`` (the condition's
     retry delay) until it exits 0, for at most ``timeout`` (attempts x retry delay)."""
 
     template_fields: Sequence[str] = ("fingerprint",)
     ui_color = "#f5e6c8"
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        workflow: str,
+        job: str,
+        fingerprint: str,
+        command_segments: Sequence[str],
+        runner: str = "local",
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        kubernetes: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """The legacy command's arguments (see _LegacyCommand); the rest are
+        BaseSensorOperator's."""
+        self._init_legacy_command(
+            super().__init__,
+            kwargs,
+            cluster=cluster,
+            workflow=workflow,
+            job=job,
+            fingerprint=fingerprint,
+            command_segments=command_segments,
+            runner=runner,
+            cwd=cwd,
+            env=env,
+            kubernetes=kubernetes,
+        )
 
     def poke(self, context: Any) -> bool:
         command = self.command_for(context)
