@@ -271,12 +271,12 @@ class Catalog:
             if change_seen_at is not None:
                 self.metrics.refresh_lag.labels(name).observe(time.monotonic() - change_seen_at)
             _record_load(self.metrics, snapshot, result, changes)
+            log_load(previous, snapshot, changes, time.monotonic() - started)
             # A change the watch misses while it is taken up was made after the parse
             # began, which the watch sees by the files' change times.
             self._first_load_swapped(name)
             self._reset_watch(cluster, result, extra_watch, before, read_since_ns)
             self._parsed_at[name] = time.monotonic()
-        log_load(previous, snapshot, changes, time.monotonic() - started)
         # After the swap: the history serves only pinned past versions (current ones are
         # in memory), so serving and watchers need not wait for the database.
         self.history.save(name, list(added.items()),
