@@ -4,6 +4,7 @@ them, polling as the fallback; both must report every change a fresh parse would
 from __future__ import annotations
 
 import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -264,3 +265,28 @@ def test_a_re_parse_of_the_same_files_and_one_that_reads_more_keep_watching(tmp_
     job.write_text("extract v3\n")
     assert sorted(changes(watch)) == sorted([str(added), str(job)])
     watch.close()
+
+
+def test_a_change_during_the_parse_is_suspected_until_the_next_poll(tmp_path, notify):
+    """Its event (or changed signature) is taken up by the reset, so nothing else would
+    wake a poller waiting for one: the watch says so until a poll has looked."""
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    before = watch.signatures()
+    read = {path: digest(path) for path in paths}  # the parse reads the files
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2, written while the parse ran\n")
+    os.utime(job, ns=(1, 1))  # an old timestamp: a poll's signature check alone would trust it
+    wait_for(lambda: notify is False or watch.fileno() is None or _readable(watch.fileno()),
+             timeout=10, message="the event")
+    watch.reset(read, [], before)
+    assert watch.suspects
+    assert watch.changed() == [str(job)]
+    assert not watch.suspects
+    watch.reset({path: digest(path) for path in paths}, [])
+    assert not watch.suspects
+    watch.close()
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])

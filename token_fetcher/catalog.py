@@ -197,12 +197,17 @@ class Catalog:
 
     def _wait_for_due(self) -> set[str] | None:
         """The clusters to look at: all of them every ``poll_interval_seconds``, and at once
-        those whose watched folders report an event; None when stopping."""
+        those whose watched folders report an event or whose last parse saw a change
+        while it ran; None when stopping."""
         deadline = time.monotonic() + self.config.poll_interval_seconds
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return set(self.config.clusters)
+            suspected = {name for name, watch in self._watches.items()
+                         if watch.suspects and not self._cluster_locks[name].locked()}
+            if suspected:
+                return suspected
             descriptors = {name: watch.fileno() for name, watch in self._watches.items()}
             # A cluster being loaded waits: the load resets its watch when done.
             notifying = {fd: name for name, fd in descriptors.items()

@@ -36,6 +36,9 @@ class FileWatch:
     def __init__(self, notify: bool = True) -> None:
         self._expected: dict[str, str | None] = {}
         self._stats: dict[str, tuple | None] = {}
+        # Paths that changed during the last parse, which the next ``changed`` reports: their
+        # events were read by ``reset``, so none will wake a poller waiting for one.
+        self.suspects = False
         self._notifier = FolderWatches.open() if notify else None
 
     def __len__(self) -> int:
@@ -85,6 +88,7 @@ class FileWatch:
             suspect.extend(path for path in self._notifier.pending() if path in expected)
         for path in suspect:
             expected[path] = ""
+        self.suspects = bool(suspect)
         same_paths = expected.keys() == self._expected.keys()
         self._expected = expected
         self._stats = {}
@@ -96,6 +100,7 @@ class FileWatch:
 
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
+        self.suspects = False
         changed = []
         now_ns = time.time_ns()
         for path in self._polled:
