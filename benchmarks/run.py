@@ -1070,11 +1070,7 @@ def write_report(path: Path, data: dict, results: Results) -> None:
                   "whole corpus parsed again in a fresh worker, no definition changed) with "
                   "the RSS of the server and of its worker sampled throughout, and the "
                   "least-squares growth per workflow. Above 10,000 workflows the sandbox "
-                  "runs with the larger limits docs/operations.md gives for that size. "
-                  "Unlike the other sections, the server and its worker may use every CPU "
-                  "here (nothing else runs meanwhile), as a deployment gives the sidecar its "
-                  "whole CPU limit: the worker builds workflows while the server rebuilds "
-                  "the ones it has written."),
+                  "runs with the larger limits docs/operations.md gives for that size."),
         "watch": ("7. Change detection",
                   "CPU time, in one process, of the catalog's file watch over every visible "
                   "file and folder listing of the JSON corpus (`benchmarks/watch_cost.py`): "
@@ -1393,11 +1389,8 @@ def main(argv: list[str] | None = None) -> int:
         for extra_size in refresh_sizes:
             refresh_at(results, data, workdir, extra_size, formats, args.seed, poll, cpus)
         if "scale" in sections:
-            # Nothing else runs meanwhile: the server and its worker get every CPU, as a
-            # deployment gives the sidecar its whole CPU limit (the worker's parse and the
-            # server's rebuilding of its lines overlap).
             data["sections"]["scale"] = scale_bench(results, workdir, scale_sizes, args.seed,
-                                                    None, poll)
+                                                    server_cpus, poll)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
