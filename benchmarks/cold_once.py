@@ -3,7 +3,7 @@
     py-spy record --subprocesses --format raw -o cold.raw -- \
         python -m benchmarks.cold_once CORPUS STATE_DIR
 
-Starts a server on the corpus (a fresh STATE_DIR: no bytecode cached yet, as in the
+Starts a server on the corpus (a fresh STATE_DIR, with no version history, as in the
 cold-load benchmark), waits until its first load is done, prints how long that took,
 and stops. The sandbox's wall limit is raised to 300 s so that a big corpus on a busy
 machine is not cut off.
