@@ -74,12 +74,9 @@ class KnownWorkflows:
         return ResultReader(self, caps)
 
     def prepared(self, workflow: Workflow) -> Any:
-        """What ``prepare`` made of ``workflow``: made now unless it came from the last
-        result read."""
-        checked = self._prepared.get(id(workflow))
-        if checked is not None and checked.workflow is workflow:
-            return checked.prepared
-        return self._prepare(workflow)
+        """What ``prepare`` made of ``workflow``, a workflow of the last result read (the
+        entry holds it, so no other object has its id)."""
+        return self._prepared[id(workflow)].prepared
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -229,8 +229,8 @@ class Catalog:
             if self._stop.is_set():
                 return None
             started = time.monotonic()
-            wall_started = time.time()
             read_since_ns = time.time_ns()
+            wall_started = read_since_ns / 1e9
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
             setup = None

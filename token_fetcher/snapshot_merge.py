@@ -164,7 +164,7 @@ def version_or_problem(workflow: model.Workflow) -> Version | ValueError:
 
 
 def servable(result: model.ParseResult, known: KnownWorkflows,
-              ) -> tuple[model.ParseResult, dict[str, Version]]:
+             ) -> tuple[model.ParseResult, dict[str, Version]]:
     """The parse with every workflow built into its spec, and the versions by name. The
     sandbox built each version as the workflow's line arrived; a workflow it reused
     unchanged from the previous parse keeps its version.
