@@ -339,7 +339,10 @@ def test_metrics(start_server, stub_for, example_copy, watch_events):
 def test_metrics_state_store_unhealthy(start_server, tmp_path):
     not_a_folder = tmp_path / "state-file"
     not_a_folder.write_text("")
-    server = start_server(state_dir=not_a_folder)
+    server = start_server(state_dir=not_a_folder, wait_ready=False)
+    # Already before the first load: SERVING comes before the load's history save.
+    assert metric(scrape(server), "token_fetcher_state_store_healthy") == 0
+    assert server.catalog.wait_ready(60), "first load did not finish"
     samples = scrape(server)
     assert metric(samples, "token_fetcher_state_store_healthy") == 0
     assert metric(samples, "token_fetcher_workflows", cluster=PY, status="ok") == 7

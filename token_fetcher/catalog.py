@@ -60,6 +60,9 @@ class Catalog:
         self.sandbox = sandbox
         self.history = history
         self.metrics = metrics
+        # Known from the start when the state directory cannot be opened: SERVING comes
+        # before the first load's history save.
+        self._report_state_store()
         self._snapshots: dict[str, ClusterSnapshot] = {
             name: ClusterSnapshot(name, LoadState.LOADING, _format(cluster), {}, (), (), ())
             for name, cluster in config.clusters.items()
@@ -287,8 +290,11 @@ class Catalog:
         self.history.save(name, list(added.items()),
                           served if served != served_fingerprints(previous) or self.history.error
                           else None)
-        self.metrics.state_store_healthy.set(0 if self.history.error else 1)
+        self._report_state_store()
         return ReloadOutcome(snapshot, tuple(changes))
+
+    def _report_state_store(self) -> None:
+        self.metrics.state_store_healthy.set(0 if self.history.error else 1)
 
     def _first_load_swapped(self, cluster: str) -> None:
         """Ready once every cluster serves its first snapshot: the history save after it

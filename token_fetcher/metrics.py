@@ -51,7 +51,6 @@ class ServerMetrics:
                                          "1 when past versions are being saved, 0 when the state "
                                          "directory fails and versions live in memory only",
                                          registry=r)
-        self.state_store_healthy.set(1)
         self.sandbox_layers = Gauge("token_fetcher_sandbox_layer",
                                     "1 for each isolation layer parses run under, 0 for each "
                                     "one this host cannot give (sandbox.isolation: best_effort)",
