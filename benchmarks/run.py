@@ -841,11 +841,11 @@ def sandbox_for(workflows: int) -> dict | None:
 COLD_RUNS_BOTH_CPUS = 3
 
 
-def cold_wall_both_cpus(workdir: Path, corpus: Path, name: str) -> float:
-    """Seconds to SERVING with the server and its worker free to use every CPU, as a
-    deployment with that CPU limit gives them. Nothing is sampled meanwhile and health is
-    asked every 0.1 s: this process shares the CPUs with the server here."""
-    server = ServerProcess(workdir, {"bench": python_cluster(corpus)}, name, None,
+def cold_wall_every_cpu(workdir: Path, corpus: Path, name: str, cpus: set[int] | None) -> float:
+    """Seconds to SERVING with the server and its worker free to use every CPU
+    (``cpus``), as a deployment with that CPU limit gives them. Nothing is sampled
+    meanwhile and health is asked every 0.1 s: this process shares the CPUs here."""
+    server = ServerProcess(workdir, {"bench": python_cluster(corpus)}, name, cpus,
                            sandbox=sandbox_for(10_000))
     server.start()
     try:
@@ -876,11 +876,15 @@ def full_reparse(server: ServerProcess) -> dict:
 
 def scale_bench(results: Results, workdir: Path, sizes: list[int], seed: int, cpus,
                 poll: float) -> dict:
+    server_cpus, client_cpus = cpus
+    # Children inherit this process's CPUs, which are the clients' only.
+    every_cpu = server_cpus | client_cpus if server_cpus and client_cpus else None
     points = []
     for n in sizes:
         corpus, manifest = make_corpus(workdir, n, "python", seed)
         log(f"scale: cold load and a full re-parse of {n} workflows")
-        server, point = cold_start(workdir, corpus, f"python-{n}", cpus, poll, sandbox_for(n))
+        server, point = cold_start(workdir, corpus, f"python-{n}", server_cpus, poll,
+                                   sandbox_for(n))
         try:
             point.update(full_reparse(server))
         finally:
@@ -888,8 +892,9 @@ def scale_bench(results: Results, workdir: Path, sizes: list[int], seed: int, cp
         point["workflows"], point["jobs"] = manifest["workflows"], manifest["jobs_served"]
         point["sandbox"] = sandbox_for(n)
         if n == 10_000:
-            point["walls_both_cpus"] = [cold_wall_both_cpus(workdir, corpus, f"python-{n}-{run}")
-                                        for run in range(COLD_RUNS_BOTH_CPUS)]
+            point["walls_both_cpus"] = [
+                cold_wall_every_cpu(workdir, corpus, f"python-{n}-{run}", every_cpu)
+                for run in range(COLD_RUNS_BOTH_CPUS)]
         if point["broken"] or point["workflow_count"] != n:
             results.note("scale", f"{n} workflows: the server loaded "
                          f"{point['workflow_count']}, {point['broken']} broken")
@@ -1419,7 +1424,7 @@ def main(argv: list[str] | None = None) -> int:
             refresh_at(results, data, workdir, extra_size, formats, args.seed, poll, cpus)
         if "scale" in sections:
             data["sections"]["scale"] = scale_bench(results, workdir, scale_sizes, args.seed,
-                                                    server_cpus, poll)
+                                                    cpus, poll)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
