@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from legacy_parser.digests import file_digest, folder_listing
+from legacy_parser.model import SourceFile
 from tests.helpers import wait_for
 from token_fetcher.watch import FileWatch
+from token_fetcher.watch_scope import parsed_paths
 
 MODES = [pytest.param(True, id="notify"), pytest.param(False, id="poll")]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
@@ -290,3 +292,12 @@ def test_a_change_during_the_parse_is_suspected_until_the_next_poll(tmp_path, no
 
 def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("root", ["/srv/repo", "/srv/repo/", "/", "repo", ""])
+def test_parsed_paths_join_as_os_path_join_does(root):
+    files = [SourceFile("defs/workflows.py", "a"), SourceFile("workflow/daily/", "b"),
+             SourceFile("", "c"), SourceFile("/elsewhere/module.py", "d"),
+             SourceFile("a//b.py", "e"), SourceFile("../outside.json", "f")]
+    assert parsed_paths(root, files) == {os.path.join(root, file.path): file.sha256
+                                         for file in files}

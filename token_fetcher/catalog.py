@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import threading
 import time
@@ -48,7 +47,7 @@ from token_fetcher.snapshot_merge import (
 )
 from token_fetcher.subscriptions import Subscribers, Subscription
 from token_fetcher.watch import FileWatch
-from token_fetcher.watch_scope import also_watched
+from token_fetcher.watch_scope import also_watched, parsed_paths
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +315,7 @@ class Catalog:
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str], before: Mapping[str, tuple | None],
                      read_since_ns: int) -> None:
-        parsed = {os.path.join(cluster.repo, f.path): f.sha256 for f in result.files}
+        parsed = parsed_paths(cluster.repo, result.files)
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         also = also_watched(cluster.repo, cluster.name, parsed,

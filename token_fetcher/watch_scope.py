@@ -1,4 +1,4 @@
-"""Which files a cluster watches after a parse, besides the ones the parse read.
+"""Which files a cluster watches after a parse: the ones the parse read, and others.
 
 A parse that fails may have read too little to notice its fix: the files of the last
 good parse, the folders it read from and the repo root are watched too, and after a
@@ -11,10 +11,22 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 
-__all__ = ["also_watched"]
+from legacy_parser.model import SourceFile
+
+__all__ = ["also_watched", "parsed_paths"]
 
 # The catalog's logger: docs/operations.md tells operators to follow it.
 log = logging.getLogger("token_fetcher.catalog")
+
+
+def parsed_paths(root: str, files: Iterable[SourceFile]) -> dict[str, str]:
+    """Path -> sha256 of each file a parse of the repo at ``root`` read, the path joined
+    to ``root`` as ``os.path.join`` would. Joined by hand: ``os.path.join`` took 0.3 s
+    over the 180,000 files of a JSON tree of 10,000 workflows, after every re-parse, and
+    an edit made meanwhile waited for it."""
+    prefix = os.path.join(root, "")
+    return {(file.path if file.path.startswith(os.sep) else prefix + file.path): file.sha256
+            for file in files}
 
 
 def also_watched(root: str, cluster: str, parsed: Mapping[str, str],
