@@ -241,7 +241,11 @@ def test_a_file_changed_between_the_parse_and_a_first_watch_is_reported(tmp_path
     job.write_text("extract v2, written before the watch was taken up\n")
     watch = FileWatch()
     watch.reset(read, [], read_since_ns=began)
+    # No event will announce it (the folder was not watched yet): the poller must look
+    # at once, not at its next poll, which may be an hour away.
+    assert watch.suspects
     assert changes(watch) == [str(job)]
+    assert not watch.suspects
     watch.close()
 
 

@@ -179,6 +179,12 @@ class FolderWatches:
     def mark(self, paths: Iterable[str]) -> None:
         self._dirty.update(paths)
 
+    @property
+    def marked(self) -> bool:
+        """Whether paths wait for ``pending`` that no event announced: marked, or found
+        changed when their folder was first watched."""
+        return bool(self._dirty)
+
     def pending(self) -> set[str]:
         """The paths that may have changed since the last call."""
         for event in self._inotify.read(timeout=0):

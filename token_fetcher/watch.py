@@ -97,6 +97,9 @@ class FileWatch:
             # polled paths stay as they are (tracking 180,000 paths anew costs 0.4 s).
             self._notifier.track(expected, unchanged=same_paths, changed_since_ns=read_since_ns)
             self._notifier.mark(suspect)
+            # A folder watched only now may hold a file changed during the parse, which no
+            # event will announce: the poller looks at once.
+            self.suspects = self.suspects or self._notifier.marked
 
     def changed(self) -> list[str]:
         """Paths whose content differs from what the last parse saw."""
