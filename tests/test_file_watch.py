@@ -15,7 +15,7 @@ from legacy_parser.digests import file_digest, folder_listing
 from legacy_parser.model import SourceFile
 from tests.helpers import wait_for
 from token_fetcher.watch import FileWatch
-from token_fetcher.watch_scope import parsed_paths
+from token_fetcher.watch_scope import ParsedPaths
 
 MODES = [pytest.param(True, id="notify"), pytest.param(False, id="poll")]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
@@ -300,8 +300,27 @@ def _readable(fd: int) -> bool:
 
 @pytest.mark.parametrize("root", ["/srv/repo", "/srv/repo/", "/", "repo", ""])
 def test_parsed_paths_join_as_os_path_join_does(root):
-    files = [SourceFile("defs/workflows.py", "a"), SourceFile("workflow/daily/", "b"),
+    files = (SourceFile("defs/workflows.py", "a"), SourceFile("workflow/daily/", "b"),
              SourceFile("", "c"), SourceFile("/elsewhere/module.py", "d"),
-             SourceFile("a//b.py", "e"), SourceFile("../outside.json", "f")]
-    assert parsed_paths(root, files) == {os.path.join(root, file.path): file.sha256
-                                         for file in files}
+             SourceFile("a//b.py", "e"), SourceFile("../outside.json", "f"))
+    assert ParsedPaths(root).of(files) == joined(root, files)
+
+
+def joined(root: str, files) -> dict[str, str]:
+    return {os.path.join(root, file.path): file.sha256 for file in files}
+
+
+def test_parsed_paths_after_a_re_parse_are_those_of_a_fresh_join():
+    """A re-parse gives back the same objects for unchanged files; whatever else it
+    gives, the mapping is what joining every path afresh gives."""
+    root = "/srv/repo"
+    first = tuple(SourceFile(f"workflow/w{n}/job.json", f"sha{n}") for n in range(5))
+    paths = ParsedPaths(root)
+    mappings = [paths.of(first)]
+    edited = (*first[:2], SourceFile("workflow/w2/job.json", "edited"), *first[3:])
+    renamed = (*edited[:4], SourceFile("workflow/w9/job.json", "sha9"))
+    for files in (edited, edited, renamed, renamed[:3], first):
+        mappings.append(paths.of(files))
+        assert mappings[-1] == joined(root, files)
+    # Each mapping is left as it was given.
+    assert mappings[0] == joined(root, first) and mappings[1] == joined(root, edited)

@@ -47,7 +47,7 @@ from token_fetcher.snapshot_merge import (
 )
 from token_fetcher.subscriptions import Subscribers, Subscription
 from token_fetcher.watch import FileWatch
-from token_fetcher.watch_scope import also_watched, parsed_paths
+from token_fetcher.watch_scope import ParsedPaths, also_watched
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class Catalog:
         }
         self._cluster_locks = {name: threading.Lock() for name in config.clusters}
         self._watches = {name: FileWatch() for name in config.clusters}
+        self._parsed_paths = {name: ParsedPaths(cluster.repo)
+                              for name, cluster in config.clusters.items()}
         self._known = {name: KnownWorkflows(version_or_problem) for name in config.clusters}
         self._last_good_files: dict[str, dict[str, str]] = {n: {} for n in config.clusters}
         # What the last parse read (its files and parser setup), to tell a layout that
@@ -315,7 +317,7 @@ class Catalog:
     def _reset_watch(self, cluster: ClusterConfig, result: model.ParseResult,
                      extra: list[str], before: Mapping[str, tuple | None],
                      read_since_ns: int) -> None:
-        parsed = parsed_paths(cluster.repo, result.files)
+        parsed = self._parsed_paths[cluster.name].of(result.files)
         if not result.errors:
             self._last_good_files[cluster.name] = parsed
         also = also_watched(cluster.repo, cluster.name, parsed,
