@@ -211,7 +211,9 @@ class Catalog:
             suspected = {name for name, watch in self._watches.items()
                          if watch.suspects and not self._cluster_locks[name].locked()}
             if suspected:
-                return suspected
+                # As after an event: the change may be the start of a burst of writes
+                # (a checkout, a deletion) whose rest should land before the parse.
+                return None if self._stop.wait(_SETTLE_SECONDS) else suspected
             descriptors = {name: watch.fileno() for name, watch in self._watches.items()}
             # A cluster being loaded waits: the load resets its watch when done.
             notifying = {fd: name for name, fd in descriptors.items()
