@@ -208,26 +208,29 @@ class Catalog:
             left = deadline - time.monotonic()
             if left <= 0:
                 return set(self.config.clusters)
-            suspected = {name for name, watch in self._watches.items()
-                         if watch.suspects and not self._cluster_locks[name].locked()}
-            if suspected:
-                # As after an event: the change may be the start of a burst of writes
-                # (a checkout, a deletion) whose rest should land before the parse.
-                return None if self._stop.wait(_SETTLE_SECONDS) else suspected
-            descriptors = {name: watch.fileno() for name, watch in self._watches.items()}
-            # A cluster being loaded waits: the load resets its watch when done.
-            notifying = {fd: name for name, fd in descriptors.items()
-                         if fd is not None and not self._cluster_locks[name].locked()}
-            if not notifying:
-                polling_only = all(fd is None for fd in descriptors.values())
-                self._stop.wait(left if polling_only else min(left, _STOP_CHECK_SECONDS))
-                continue
-            ready = select.select(list(notifying), [], [], min(left, _STOP_CHECK_SECONDS))[0]
-            if ready:
-                # Let the rest of a burst of writes (a checkout) land first.
-                return None if self._stop.wait(_SETTLE_SECONDS) else \
-                    {notifying[fd] for fd in ready}
+            woken = self._woken(min(left, _STOP_CHECK_SECONDS), left)
+            if woken:
+                # The change may be the start of a burst of writes (a checkout, a
+                # deletion): let the rest of it land before the parse.
+                return None if self._stop.wait(_SETTLE_SECONDS) else woken
         return None
+
+    def _woken(self, wait: float, left: float) -> set[str]:
+        """The clusters whose watch suspects a change, or else those whose folders report
+        an event within ``wait`` seconds (``left`` when only polling); a cluster being
+        loaded waits, since the load resets its watch when done."""
+        unlocked = {name: watch for name, watch in self._watches.items()
+                    if not self._cluster_locks[name].locked()}
+        suspected = {name for name, watch in unlocked.items() if watch.suspects}
+        if suspected:
+            return suspected
+        notifying = {fd: name for name, watch in unlocked.items()
+                     if (fd := watch.fileno()) is not None}
+        if not notifying:
+            polling_only = all(watch.fileno() is None for watch in self._watches.values())
+            self._stop.wait(left if polling_only else wait)
+            return set()
+        return {notifying[fd] for fd in select.select(list(notifying), [], [], wait)[0]}
 
     def _load(self, name: str, change_seen_at: float | None = None) -> ReloadOutcome | None:
         cluster = self.config.clusters[name]
