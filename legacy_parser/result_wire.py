@@ -34,12 +34,6 @@ from legacy_parser.model import (
 MALFORMED = (ValueError, KeyError, TypeError, RecursionError)
 
 
-def write_result(stream: TextIO, result: ParseResult) -> None:
-    for workflow in result.workflows:
-        write_workflow(stream, workflow)
-    write_rest(stream, result)
-
-
 def write_workflow(stream: TextIO, workflow: Workflow) -> None:
     """One workflow's line, in any order: the reader sorts them by name."""
     # dumps, not dump: dump streams through the pure-Python encoder (3.5x slower).

@@ -17,7 +17,7 @@ import pytest
 from legacy_parser.cluster import PYTHON_PARSER
 from legacy_parser.limits import ResultCaps
 from legacy_parser.model import ErrorKind, ParseResult, to_plain
-from legacy_parser.result_wire import KnownWorkflows, write_result
+from legacy_parser.result_wire import KnownWorkflows, write_rest, write_workflow
 from tests.helpers import EXAMPLES, parse_repo
 
 
@@ -29,8 +29,11 @@ def example_result(sandbox) -> ParseResult:
 
 
 def wire(result: ParseResult) -> bytes:
+    """What a worker writes for ``result``."""
     stream = io.StringIO()
-    write_result(stream, result)
+    for workflow in result.workflows:
+        write_workflow(stream, workflow)
+    write_rest(stream, result)
     return stream.getvalue().encode()
 
 
