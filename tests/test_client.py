@@ -13,6 +13,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
@@ -35,6 +36,7 @@ from token_fetcher.client import (
     TokenFetcherError,
     Unavailable,
 )
+from token_fetcher.client._cache import Entry
 from token_fetcher.migration import MetadataError, MigrationMetadata
 
 CLUSTER = "core001"
@@ -654,6 +656,36 @@ def test_migrated_workflow_handover_agrees_with_the_server(
     june_1 = datetime(2019, 6, 1, tzinfo=UTC)
     early = client.migrated_workflow(metadata("alpha", june_1))
     assert early.handover == Handover(june_1, None, datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_a_fresh_hit_reuses_what_it_built_for_the_same_metadata_only(
+    client: TokenFetcherClient, fake: FakeTokenFetcher, clock: FakeClock, tmp_path
+) -> None:
+    client.migrated_workflow(metadata("alpha"))  # miss: resolved
+    first = client.migrated_workflow(metadata("alpha"))
+    assert client.migrated_workflow(metadata("alpha")) is first
+    assert client.migrated_workflows([metadata("alpha")])[0] is first
+    # Another path, date or partition is another result, never the one built before.
+    path = migration.write_metadata(tmp_path, metadata("alpha"))
+    from_file = client.migrated_workflow(path)
+    assert from_file is not first and from_file.metadata.path == path
+    june_1 = datetime(2019, 6, 1, tzinfo=UTC)
+    early = client.migrated_workflow(metadata("alpha", june_1))
+    assert early.handover == Handover(june_1, None, datetime(2020, 1, 1, tzinfo=UTC))
+    partitioned = replace(metadata("alpha"), partition="b")
+    assert client.migrated_workflow(partitioned).metadata.partition == "b"
+    # A revalidated entry is a new entry: it builds again.
+    clock.advance(11)
+    revalidated = client.migrated_workflow(metadata("alpha"))
+    assert revalidated is not first and revalidated == first
+    assert fake.count("ResolveMigration") == 2
+
+
+def test_a_replaced_cache_entry_starts_with_nothing_built() -> None:
+    entry = Entry("f", make_spec("alpha"), pb.PARSE_STATUS_OK, (), confirmed_at=0.0)
+    entry.built.append("what a hit built")
+    assert replace(entry, valid=False).built == []
+    assert replace(entry, status=pb.PARSE_STATUS_BROKEN).built == []
 
 
 def test_a_handover_that_disagrees_with_the_schedule_is_an_error(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cachetools
@@ -41,6 +41,10 @@ class Entry:
     valid: bool = True
     # The server saw the layout change while no file its parse read changed.
     dynamic: bool = False
+    # What a fresh hit of migrated_workflow() last built from this entry (at most one),
+    # reused for the same metadata: a pure function of the two. replace() starts it
+    # empty, since a replaced entry differs in status, errors or validity.
+    built: list[Any] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def result(self, *, stale: bool) -> SpecResult:
         return SpecResult(self.spec, self.fingerprint, self.status, self.errors, stale)
@@ -70,12 +74,12 @@ class SpecCache:
             entry = self._entries.get(key)
             seen = self._invalidations
         if entry is None:
-            self._metrics.cache.labels("miss").inc()
+            self._metrics.count_cache("miss")
             return None, False, seen
         if entry.valid and self.clock() - entry.confirmed_at < self.ttl:
-            self._metrics.cache.labels("hit").inc()
+            self._metrics.count_cache("hit")
             return entry, True, seen
-        self._metrics.cache.labels("revalidated").inc()
+        self._metrics.count_cache("revalidated")
         return entry, False, seen
 
     def store(
@@ -89,7 +93,7 @@ class SpecCache:
         if answer.not_modified:
             if entry is None:
                 raise ContractError(f"{key[0]}/{key[1]}: not_modified without if_none_match")
-            self._metrics.cache.labels("not_modified").inc()
+            self._metrics.count_cache("not_modified")
             new = replace(
                 entry,
                 status=answer.status or entry.status,
@@ -123,7 +127,7 @@ class SpecCache:
             and entry is not None
             and self.clock() - entry.confirmed_at <= self.max_stale
         ):
-            self._metrics.cache.labels("stale_served").inc()
+            self._metrics.count_cache("stale_served")
             return entry
         raise exc
 
@@ -131,7 +135,7 @@ class SpecCache:
         """The spec of a version, when kept; records hit or miss."""
         with self._lock:
             found = self._pinned.get((cluster, workflow, fingerprint))
-        self._metrics.cache.labels("miss" if found is None else "hit").inc()
+        self._metrics.count_cache("miss" if found is None else "hit")
         return found
 
     def pin(self, cluster: str, workflow: str, result: SpecResult) -> None:
@@ -152,7 +156,7 @@ class SpecCache:
                 else:
                     self._entries[key] = replace(self._entries[key], valid=False)
         if keys:
-            self._metrics.cache.labels("invalidated").inc(len(keys))
+            self._metrics.count_cache("invalidated", len(keys))
 
 
 class InvalidationWatch:

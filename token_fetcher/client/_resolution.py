@@ -44,7 +44,7 @@ class Resolver:
         entry, fresh, seen = self._cache.lookup(key)
         if fresh:
             assert entry is not None
-            return self._migrated(metadata, entry, stale=False)
+            return self._fresh(metadata, entry)
         started = self._cache.clock()
         outcome: pb.ResolveMigrationResponse | TokenFetcherError
         try:
@@ -66,7 +66,7 @@ class Resolver:
                 entry, fresh, seen = self._cache.lookup(key)
                 if fresh:
                     assert entry is not None
-                    results[index] = self._migrated(metadata, entry, stale=False)
+                    results[index] = self._fresh(metadata, entry)
                 else:
                     pending.append((index, metadata, key, entry, seen))
             except (MetadataError, TokenFetcherError) as exc:
@@ -116,6 +116,16 @@ class Resolver:
         stored = self._cache.store(key, entry, outcome, started, seen)
         server = outcome.handover if outcome.HasField("handover") else None
         return self._migrated(metadata, stored, stale=False, server_handover=server)
+
+    @classmethod
+    def _fresh(cls, metadata: MigrationMetadata, entry: Entry) -> MigratedWorkflow:
+        """A fresh hit: what the entry last built for this metadata, else a new build."""
+        built = entry.built
+        if built and built[0].metadata == metadata and built[0].metadata.path == metadata.path:
+            return built[0]
+        migrated = cls._migrated(metadata, entry, stale=False)
+        built[:] = [migrated]
+        return migrated
 
     @staticmethod
     def _migrated(

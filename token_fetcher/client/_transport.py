@@ -35,6 +35,9 @@ _DEFAULT_CHANNEL_OPTIONS = (
 )
 
 
+_CACHE_EVENTS = ("hit", "miss", "revalidated", "not_modified", "stale_served", "invalidated")
+
+
 class ClientMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
@@ -63,11 +66,17 @@ class ClientMetrics:
             ["event"],
             registry=registry,
         )
+        # Bound once: labels() takes a lock and a lookup, more than a cache hit's own work.
+        self._cache_events = {event: self.cache.labels(event) for event in _CACHE_EVENTS}
         self.watch_reconnects = Counter(
             "token_fetcher_client_watch_reconnects",
             "Times the invalidation watch stream ended and was reopened.",
             registry=registry,
         )
+
+
+    def count_cache(self, event: str, amount: int = 1) -> None:
+        self._cache_events[event].inc(amount)
 
 
 class Transport:
