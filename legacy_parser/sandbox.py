@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from legacy_parser.isolation import SandboxLimits, kill_group, probe_isolation, spawn
@@ -56,10 +57,13 @@ class Sandbox:
               parser_params: dict[str, Any], default_email: str = "",
               python2_definitions: str = "auto",
               stub_modules: tuple[str, ...] = (),
-              known: KnownWorkflows | None = None) -> ParseResult:
+              known: KnownWorkflows | None = None,
+              worker_started: Callable[[], object] | None = None) -> ParseResult:
         """Parse a cluster in a fresh worker; ``python2_definitions`` ("auto" or "off") and
         ``stub_modules`` as in ``cluster.parse_here``. ``known``: the cluster's workflows
-        from its last parse, whose unchanged lines of the result are not decoded again."""
+        from its last parse, whose unchanged lines of the result are not decoded again.
+        ``worker_started`` is called once the worker runs, before its result is read: work
+        of the caller's that overlaps the worker's start-up."""
         request = json.dumps({
             "cluster": cluster,
             "repo_root": os.path.abspath(repo_root),
@@ -82,7 +86,8 @@ class Sandbox:
         }, default=str).encode()
         with self._slots:
             started = time.monotonic()
-            outcome = self._run_worker(cluster, repo_root, request, known or KnownWorkflows())
+            outcome = self._run_worker(cluster, repo_root, request, known or KnownWorkflows(),
+                                       worker_started)
             elapsed = time.monotonic() - started
         if isinstance(outcome, WorkflowError):
             return ParseResult(cluster, (), (outcome,), (), elapsed)
@@ -90,7 +95,8 @@ class Sandbox:
         return dataclasses.replace(outcome, duration_seconds=elapsed)
 
     def _run_worker(self, cluster: str, repo_root: str, request: bytes,
-                    known: KnownWorkflows) -> ParseResult | WorkflowError:
+                    known: KnownWorkflows, worker_started: Callable[[], object] | None
+                    ) -> ParseResult | WorkflowError:
         repo_root = os.path.realpath(repo_root)
         run_as = self.isolation.run_as
         if run_as is not None and os.path.isdir(repo_root) and not _open_to_all(repo_root):
@@ -116,6 +122,8 @@ class Sandbox:
                         f"cannot start a parse worker: {error.strerror or error}", cluster)
                 self._running.add(process)
             try:
+                if worker_started is not None:
+                    worker_started()
                 output = _Output(self.limits.max_result_bytes, known.reader(self.limits.caps))
                 finished = output.collect(process,
                                           time.monotonic() + self.limits.timeout_seconds)

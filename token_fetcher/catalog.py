@@ -16,7 +16,7 @@ import select
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import CancelledError
 
 import cachetools
 
@@ -28,6 +28,7 @@ from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.config import ClusterConfig, ConfigError, ServerConfig
 from token_fetcher.history import VersionHistory
 from token_fetcher.load_log import log_load
+from token_fetcher.load_queue import LoadQueue
 from token_fetcher.metrics import ServerMetrics
 from token_fetcher.snapshot import (
     Change,
@@ -84,15 +85,14 @@ class Catalog:
         self._first_load_done = threading.Event()
         self._awaiting_first_load = set(config.clusters)
         self._awaiting_lock = threading.Lock()
-        self._loader = ThreadPoolExecutor(max_workers=max(1, config.sandbox.workers),
-                                          thread_name_prefix="catalog-load")
+        self._loads = LoadQueue(max(1, config.sandbox.workers))
         self._poller: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         """Begin the first load of every cluster, then poll for changes."""
-        futures = [self._loader.submit(self._load, name) for name in self.config.clusters]
+        futures = [self._loads.submit(self._load, name) for name in self.config.clusters]
         for future in futures:
             future.add_done_callback(_log_failure)
 
@@ -102,6 +102,8 @@ class Catalog:
                 with contextlib.suppress(CancelledError):
                     future.exception()
             self._first_load_done.set()
+            # Their models are all new: collected now rather than at the first change.
+            self._loads.collect()
             self._poll_forever()
 
         self._poller = threading.Thread(target=first_load_then_poll, name="catalog-poll",
@@ -120,7 +122,7 @@ class Catalog:
         working, pinned versions from the history included, for the calls still in flight."""
         self._stop.set()
         self.sandbox.close()
-        self._loader.shutdown(wait=True, cancel_futures=True)
+        self._loads.shutdown()
         if self._poller is not None:
             self._poller.join(timeout=10)
         for name, watch in self._watches.items():
@@ -172,7 +174,7 @@ class Catalog:
 
     def reload(self, cluster: str) -> ReloadOutcome | None:
         """Re-parse a cluster now; None when the catalog is shutting down."""
-        return self._load(cluster)
+        return self._loads.run(self._load, cluster)
 
     def _poll_forever(self) -> None:
         while (due := self._wait_for_due()) is not None:
@@ -194,7 +196,7 @@ class Catalog:
                     continue
                 self._parsed_at[name] = now
                 try:
-                    future = self._loader.submit(self._load, name, now if changed else None)
+                    future = self._loads.submit(self._load, name, now if changed else None)
                 except RuntimeError:  # stop() shut the loader down meanwhile
                     return
                 future.add_done_callback(_log_failure)
@@ -253,7 +255,8 @@ class Catalog:
                                             setup.parser_params, setup.default_email,
                                             python2_definitions=cluster.python2_definitions,
                                             stub_modules=cluster.stub_modules,
-                                            known=self._known[name])
+                                            known=self._known[name],
+                                            worker_started=self._loads.collect_if_alone)
             except ConfigError as error:
                 result = model.ParseResult(name, (), (model.WorkflowError(
                     model.ErrorKind.INVALID_CONFIG, str(error), name),), (), 0.0)
