@@ -20,7 +20,7 @@ import grpc
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.client._errors import ContractError, NotFound, TokenFetcherError, Unavailable
-from token_fetcher.client._models import SpecResult
+from token_fetcher.client._models import MigratedWorkflow, SpecResult
 from token_fetcher.client._transport import ClientMetrics, Transport
 
 __all__ = ["Entry", "InvalidationWatch", "SpecCache"]
@@ -44,7 +44,8 @@ class Entry:
     # What a fresh hit of migrated_workflow() last built from this entry (at most one),
     # reused for the same metadata: a pure function of the two. replace() starts it
     # empty, since a replaced entry differs in status, errors or validity.
-    built: list[Any] = field(default_factory=list, init=False, compare=False, repr=False)
+    built: list[MigratedWorkflow] = field(
+        default_factory=list, init=False, compare=False, repr=False)
 
     def result(self, *, stale: bool) -> SpecResult:
         return SpecResult(self.spec, self.fingerprint, self.status, self.errors, stale)

@@ -74,7 +74,6 @@ class ClientMetrics:
             registry=registry,
         )
 
-
     def count_cache(self, event: str, amount: int = 1) -> None:
         self._cache_events[event].inc(amount)
 
