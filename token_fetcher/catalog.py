@@ -86,6 +86,7 @@ class Catalog:
         self._awaiting_first_load = set(config.clusters)
         self._awaiting_lock = threading.Lock()
         self._loads = LoadQueue(max(1, config.sandbox.workers))
+        self._first_models_uncollected = True
         self._poller: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -102,8 +103,6 @@ class Catalog:
                 with contextlib.suppress(CancelledError):
                     future.exception()
             self._first_load_done.set()
-            # Their models are all new: collected now rather than at the first change.
-            self._loads.collect()
             self._poll_forever()
 
         self._poller = threading.Thread(target=first_load_then_poll, name="catalog-poll",
@@ -210,6 +209,12 @@ class Catalog:
             left = deadline - time.monotonic()
             if left <= 0:
                 return set(self.config.clusters)
+            if self._first_models_uncollected and not any(
+                    watch.suspects for watch in self._watches.values()):
+                # The first loads' models are all new: collected once the first look at
+                # what changed during them is done, rather than at the first change.
+                self._first_models_uncollected = False
+                self._loads.collect()
             woken = self._woken(min(left, _STOP_CHECK_SECONDS), left)
             if woken:
                 # The change may be the start of a burst of writes (a checkout, a

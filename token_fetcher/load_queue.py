@@ -9,8 +9,8 @@ heap while its parse worker starts up: on a second CPU the pass then costs no ti
 the objects that the parse's result adds next stay too few to start another before the
 load ends. Loads that overlap (the first loads of many clusters, a burst of re-parses)
 leave the collector to its own schedule: a pass per load would cost more than it saves.
-After the first loads, whose models are all new, the catalog collects once before it
-looks for changes.
+After the first loads, whose models are all new, the catalog collects once, when its
+first look at what changed during them is done.
 """
 
 from __future__ import annotations
