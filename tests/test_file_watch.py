@@ -75,7 +75,7 @@ def test_a_file_changed_during_a_parse_that_hashed_it_afterwards_is_reported(tmp
     records the new content for a parse of the old one: the next poll must re-parse."""
     paths = repo(tmp_path)
     watch = watching(paths, notify)
-    before = watch.signatures()  # as the catalog takes them when the parse starts
+    before = watch.parse_begins()  # as the catalog calls it when the parse starts
     job = tmp_path / "workflow" / "wf" / "job" / "extract"
     job.write_text("extract v2, written after the parse read v1\n")
     watch.reset({path: digest(path) for path in paths}, [], before)  # hashed after it
@@ -278,7 +278,7 @@ def test_a_change_during_the_parse_is_suspected_until_the_next_poll(tmp_path, no
     wake a poller waiting for one: the watch says so until a poll has looked."""
     paths = repo(tmp_path)
     watch = watching(paths, notify)
-    before = watch.signatures()
+    before = watch.parse_begins()
     read = {path: digest(path) for path in paths}  # the parse reads the files
     job = tmp_path / "workflow" / "wf" / "job" / "extract"
     job.write_text("extract v2, written while the parse ran\n")
@@ -291,6 +291,23 @@ def test_a_change_during_the_parse_is_suspected_until_the_next_poll(tmp_path, no
     assert not watch.suspects
     watch.reset({path: digest(path) for path in paths}, [])
     assert not watch.suspects
+    watch.close()
+
+
+def test_a_change_made_before_the_parse_began_is_not_taken_for_one_during_it(tmp_path,
+                                                                            notify):
+    """Its event waits until the parse begins; the parse reads the new content, so the
+    reset after it must not ask for one more parse."""
+    paths = repo(tmp_path)
+    watch = watching(paths, notify)
+    job = tmp_path / "workflow" / "wf" / "job" / "extract"
+    job.write_text("extract v2, written before the parse\n")
+    wait_for(lambda: notify is False or watch.fileno() is None or _readable(watch.fileno()),
+             timeout=10, message="the event")
+    before = watch.parse_begins()
+    watch.reset({path: digest(path) for path in paths}, [], before)  # it read v2
+    assert not watch.suspects
+    assert watch.changed() == []
     watch.close()
 
 

@@ -250,7 +250,7 @@ class Catalog:
             previous = self._snapshots[name]
             extra_watch = [cluster.pinball_config] if cluster.pinball_config else []
             setup = None
-            before = self._watches[name].signatures()
+            before = self._watches[name].parse_begins()
             try:
                 # Always the whole cluster, in a fresh worker: a module may change any other
                 # workflow (by patching the shims, say), so only a full parse of the current

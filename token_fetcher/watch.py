@@ -53,12 +53,17 @@ class FileWatch:
     def _polled(self) -> Iterable[str]:
         return self._expected if self._notifier is None else self._notifier.polled
 
-    def signatures(self) -> dict[str, tuple | None]:
-        """The stat signature of every polled path, now: what ``reset`` compares to tell
-        a path that changed during a parse. A notified path needs none: its change during
-        the parse waits as an event, which ``reset`` reads (and a folder watched only from
-        the reset on is re-hashed at the next poll), so a large notified tree costs no
-        stat of every file before each parse."""
+    def parse_begins(self) -> dict[str, tuple | None]:
+        """A parse of these files begins: the stat signature of every polled path, now,
+        for ``reset`` to tell a path that changed during the parse. A notified path needs
+        none: its change during the parse waits as an event, which ``reset`` reads (and a
+        folder watched only from the reset on is re-hashed at the next poll), so a large
+        notified tree costs no stat of every file before each parse. The notifications
+        (and first-watch marks) waiting now are dropped: the parse reads what they
+        announce, and ``reset`` would take them for changes during it."""
+        if self._notifier is not None:
+            self._notifier.pending()
+        self.suspects = False
         return {path: _stat_signature(path) for path in self._polled}
 
     def reset(self, parsed: Mapping[str, str], also: Iterable[str],
