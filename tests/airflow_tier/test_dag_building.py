@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import weakref
 from datetime import UTC, datetime
 
 import pytest
@@ -218,6 +219,72 @@ def test_the_build_pauses_the_cyclic_gc_and_restores_it():
         assert not gc.isenabled()  # the caller's choice stands
     finally:
         gc.enable()
+
+
+class _Collections:
+    """The collector's passes (their generations) while in the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.generations: list[int] = []
+
+    def _record(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.generations.append(info["generation"])
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._record)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def _build_many_objects() -> list[list[int]]:
+    return [[index] for index in range(50_000)]
+
+
+def test_what_the_build_made_goes_to_the_oldest_generation_without_a_pass_over_it():
+    assert gc.get_freeze_count() == 0
+    with _Collections() as collections, loader._cyclic_gc_paused():
+        built = _build_many_objects()
+        cycle = _Cycle()
+        cycle_alive = weakref.ref(cycle)
+        del cycle
+    assert collections.generations == []
+    # Left in the youngest generation, the 50,000 lists would be gone over at its next
+    # collection, then again at the next one of the middle generation.
+    assert gc.get_count()[0] < 1_000
+    assert gc.get_freeze_count() == 0  # moved, not frozen: a full collection still sees it
+    assert cycle_alive() is not None
+    gc.collect()
+    assert cycle_alive() is None
+    assert len(built) == 50_000
+
+
+def test_a_heap_frozen_before_the_build_stays_frozen_and_the_build_is_gone_over_once():
+    # Airflow's DAG processor freezes its heap before it forks a parse.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with _Collections() as collections, loader._cyclic_gc_paused():
+            built = _build_many_objects()
+        assert collections.generations == [1]
+        assert gc.get_freeze_count() == frozen
+        assert gc.get_count()[0] < 1_000
+        gc.disable()
+        try:
+            with _Collections() as collections, loader._cyclic_gc_paused():
+                built += _build_many_objects()
+            assert collections.generations == []  # the caller had the collector off
+        finally:
+            gc.enable()
+    finally:
+        gc.unfreeze()
 
 
 # --- the on-disk layout cache ---------------------------------------------------------

@@ -232,19 +232,33 @@ def _variable_name(dag_id: str) -> str:
 
 @contextlib.contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while the DAGs are built.
+    """No cyclic garbage collection while the DAGs are built, and what the build made
+    moved to the collector's oldest generation afterwards.
 
     Building thousands of DAGs allocates millions of long-lived objects (every task has
     dozens of attributes); each allocation burst triggers a collection, and the full
     ones traverse the whole, growing heap: about 1.5 s of a 3,000-DAG parse. The build
-    makes next to no cyclic garbage, so nothing is lost by collecting once afterwards,
-    when the collector is switched back on (unless the caller had it off).
+    makes next to no cyclic garbage. Switched back on, though, the collector would find
+    every object of the build in its youngest generation and go over them twice, once
+    per young generation (2 to 2.5 s at 10,000 DAGs). ``gc.freeze()`` then
+    ``gc.unfreeze()`` moves them to the oldest generation without going over them; they
+    stay collectable there. When something had frozen objects before (Airflow's DAG
+    processor freezes its heap before it forks a parse, to keep its pages shared),
+    unfreezing would thaw those too: then one collection of the young generations moves
+    the build's objects instead, one pass rather than two. A caller that had the
+    collector off gets no collection.
     """
     enabled = gc.isenabled()
+    frozen_before = gc.get_freeze_count()
     gc.disable()
     try:
         yield
     finally:
+        if not frozen_before:
+            gc.freeze()
+            gc.unfreeze()
+        elif enabled:
+            gc.collect(1)
         if enabled:
             gc.enable()
 
