@@ -429,10 +429,12 @@ def test_state_directory_fails_mid_run_and_serving_goes_on_from_memory(start_ser
         replace_atomically(module, original.replace("'echo backup done'", "'echo backup v2'"))
         v2 = wait_for(lambda: (lambda f: f if f != before["db_backup"] else None)(
             spec_of(stub, PY, "db_backup").fingerprint), message="the edit to be served")
-        info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
-        assert info.state_error, state_fault.mechanism
+        # The history is saved after the new version is served: the failure shows next.
+        state_error = wait_for(
+            lambda: stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).state_error,
+            message=f"the failed save to be reported ({state_fault.mechanism})")
         for part in ("cannot save versions", "versions.sqlite3", "memory only"):
-            assert part in info.state_error, (part, info.state_error)
+            assert part in state_error, (part, state_error)
         wait_for(lambda: metric(server_metrics(server), "token_fetcher_state_store_healthy")
                  == 0, message="the state store metric to say so")
         # Served from memory: the new version, and the old one by its fingerprint.
