@@ -19,7 +19,7 @@ from tests.helpers import (
     rpc_error,
     wait_for,
 )
-from token_fetcher import __version__
+from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher._proto import token_fetcher_pb2_grpc as pb_grpc
 from token_fetcher.config import parse_config
@@ -447,6 +447,33 @@ def test_batch_resolve_migrations_with_missing_workflow(stub):
     assert "no_such_cluster" in results[3].error.message
     assert results[4].error.code == Code.INVALID_ARGUMENT.value[0]
     assert "migration_time" in results[4].error.message
+
+
+@pytest.mark.parametrize("jobs", [0, 40, 2000])  # one-, two- and three-byte lengths
+def test_a_kept_spec_goes_into_an_answer_as_protobuf_writes_it(jobs):
+    spec = pb.WorkflowSpec(cluster=PY, name="wide",
+                           jobs=[pb.JobSpec(name=f"job_{index:04d}") for index in range(jobs)])
+    assert convert.message_field(3, spec.SerializeToString()) == \
+        pb.ResolveMigrationResponse(spec=spec).SerializeToString()
+    answer = (pb.ResolveMigrationResponse(fingerprint="f" * 32).SerializeToString()
+              + convert.message_field(3, spec.SerializeToString()))
+    assert pb.ResolveMigrationResponse.FromString(answer) == \
+        pb.ResolveMigrationResponse(fingerprint="f" * 32, spec=spec)
+    # A field number past 15 takes a two-byte key.
+    source = pb.SourceLocation(file="example_workflows/maintenance.py", line=12)
+    assert convert.message_field(22, source.SerializeToString()) == \
+        pb.JobSpec(source=source).SerializeToString()
+
+
+def test_a_batch_answers_not_modified_as_the_single_call_does(stub):
+    fingerprint = spec_of(stub, "daily_reporting").fingerprint
+    item = pb.ResolveMigrationRequest(cluster=PY, workflow="daily_reporting",
+                                      migration_time=stamp(utc(2020, 1, 1)),
+                                      if_none_match=fingerprint)
+    [result] = stub.BatchResolveMigrations(pb.BatchResolveMigrationsRequest(
+        migrations=[item])).results
+    assert result.response == stub.ResolveMigration(item)
+    assert result.response.not_modified and not result.response.HasField("spec")
 
 
 def test_batch_resolve_migrations_empty_and_too_many(stub):

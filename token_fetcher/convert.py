@@ -138,3 +138,24 @@ def job_tokens_response(workflow: model.Workflow, fingerprint_value: str, run_ep
         events=[pb.EventToken(name=event.name, job=event.job) for event in tokens.events
                 if jobs is None or event.job in jobs],
     )
+
+
+def message_field(field_number: int, serialized: bytes) -> bytes:
+    """A serialized message as field ``field_number`` of another, in protobuf's wire
+    format: the field's key (wire type 2, length-delimited), the length, the bytes.
+
+    Appended to a serialized message, it sets that field as parsing ``serialized`` would:
+    the wire format's merge rule. Answers built so carry a kept serialized spec without
+    parsing it, copying it and serializing it again (protobuf's Python API has no public
+    way to set a message field from bytes without parsing them).
+    """
+    return _varint(field_number << 3 | 2) + _varint(len(serialized)) + serialized
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
