@@ -37,9 +37,17 @@ from token_fetcher.subscriptions import WATCH_QUEUE_CAPACITY
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 10000
-_SPEC_FIELD = pb.ResolveMigrationResponse.DESCRIPTOR.fields_by_name["spec"].number
 _RESULT_RESPONSE_FIELD = pb.ResolveMigrationResult.DESCRIPTOR.fields_by_name["response"].number
 _BATCH_RESULTS_FIELD = pb.BatchResolveMigrationsResponse.DESCRIPTOR.fields_by_name["results"].number
+
+
+def _with_spec(answer, spec: bytes) -> bytes:
+    """``answer`` serialized, with the kept serialized ``spec`` as its ``spec`` field as it
+    is: parsing it into the answer and serializing it again would cost most of the call."""
+    return answer.SerializeToString() + convert.message_field(
+        answer.DESCRIPTOR.fields_by_name["spec"].number, spec)
+
+
 class TokenFetcherService:
     def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time,
                  max_watches: int = 32) -> None:
@@ -170,18 +178,15 @@ class TokenFetcherService:
         now = int(self.clock())
         spec = self._spec(version, entry, now)
         if entry is None:
-            answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
-                                                status=status.value)
-            answer.spec.MergeFromString(spec)
-            return answer
+            return _with_spec(pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
+                                                         status=status.value), spec)
         answers = self._answers.setdefault(entry, {})
         cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
-        answer = pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
-                                            status=status.value, errors=errors, dynamic=dynamic)
-        answer.spec.MergeFromString(spec)
-        data = answer.SerializeToString()
+        data = _with_spec(pb.GetWorkflowSpecResponse(
+            fingerprint=version.fingerprint, status=status.value, errors=errors,
+            dynamic=dynamic), spec)
         answers["spec_response"] = (spec, data)
         return data
 
@@ -255,10 +260,7 @@ class TokenFetcherService:
         if request.if_none_match and request.if_none_match == version.fingerprint:
             response.not_modified = True
             return response.SerializeToString()
-        # The kept serialized spec goes in as it is: most of a batch's answer, and parsing,
-        # copying and serializing it again cost about three times the rest.
-        return response.SerializeToString() + convert.message_field(
-            _SPEC_FIELD, self._spec(version, entry, int(self.clock())))
+        return _with_spec(response, self._spec(version, entry, int(self.clock())))
 
     def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,
                                context) -> bytes:
