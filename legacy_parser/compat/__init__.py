@@ -10,6 +10,7 @@ shims never appear in the server's ``sys.modules``.
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 import importlib.abc
@@ -17,6 +18,7 @@ import importlib.machinery
 import os
 import sys
 import types
+import weakref
 from pathlib import Path
 
 SHIM_ROOT = str(Path(__file__).resolve().parent)
@@ -58,20 +60,35 @@ def is_shim_file(filename: str) -> bool:
     return os.path.abspath(filename).startswith(SHIM_ROOT + os.sep)
 
 
+# The last site given out. A config and the template built inside it on one line
+# (``JobConfig(JobTemplate(...))``) share its tuple: two objects fewer per job, kept for
+# the whole parse.
+_last_site: tuple[str, int] = ("", 0)
+
+
 def definition_site() -> tuple[str, int]:
     """The file and line of the nearest caller outside the shims (where a user wrote it)."""
+    global _last_site
     frame = sys._getframe(1)
     while frame is not None and is_shim_file(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return "", 0
-    return frame.f_code.co_filename, _line_of(frame)
+    site = frame.f_code.co_filename, _line_of(frame)
+    last = _last_site
+    if site == last:
+        return last
+    _last_site = site
+    return site
 
 
-# id(code) -> (the code, instruction offsets where a line range starts, the lines). Keyed
-# by id because hashing a code object hashes its constants, and a team module's code is
-# one huge literal; the entry holds the code, so the id cannot be reused while it is here.
-_LINE_TABLES: dict[int, tuple[types.CodeType, list[int], list[int | None]]] = {}
+# id(code) -> (instruction offsets where a line range starts, their lines; -1 for none).
+# Keyed by id because hashing a code object hashes its constants, and a team module's code
+# is one huge literal. An entry lives as long as its code (a finalizer drops it): a
+# module's top-level code dies once the module has run, and with it the table, which for
+# a 10,000-workflow repo would otherwise hold millions of offsets (and every module's
+# code) for the rest of the parse. Arrays, not lists: no object per offset.
+_LINE_TABLES: dict[int, tuple[array.array, array.array]] = {}
 
 
 def _line_of(frame: types.FrameType) -> int:
@@ -80,12 +97,13 @@ def _line_of(frame: types.FrameType) -> int:
     code = frame.f_code
     table = _LINE_TABLES.get(id(code))
     if table is None:
-        starts, lines = [], []
+        starts, lines = array.array("i"), array.array("i")
         for start, _end, line in code.co_lines():
             starts.append(start)
-            lines.append(line)
-        table = _LINE_TABLES[id(code)] = (code, starts, lines)
-    _code, starts, lines = table
+            lines.append(-1 if line is None else line)
+        table = _LINE_TABLES[id(code)] = (starts, lines)
+        weakref.finalize(code, _LINE_TABLES.pop, id(code), None)
+    starts, lines = table
     index = bisect.bisect_right(starts, frame.f_lasti) - 1
-    line = lines[index] if index >= 0 else None
-    return line if line is not None else frame.f_lineno
+    line = lines[index] if index >= 0 else -1
+    return line if line >= 0 else frame.f_lineno
