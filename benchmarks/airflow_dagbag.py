@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.peak_rss import peak_rss_bytes
+
 NATIVE_HEADER = '''"""Hand-migrated Pinball workflow {cluster}/{workflow} (generated)."""
 from datetime import datetime, timedelta, timezone
 
@@ -107,13 +109,11 @@ def dagbag(dags: Path) -> dict:
     bag = DagBag(dag_folder=str(dags), safe_mode=False)
     done = time.perf_counter()
     tasks = sum(len(dag.tasks) for dag in bag.dags.values())
-    import resource
-
     return {"dagbag_seconds": done - imported, "import_airflow_seconds": imported - started,
             "dags": len(bag.dags), "tasks": tasks,
             "import_errors": {k: str(v)[-300:] for k, v in list(bag.import_errors.items())[:5]},
             "import_error_count": len(bag.import_errors),
-            "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "max_rss": peak_rss_bytes()}
 
 
 def main() -> None:

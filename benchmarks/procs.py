@@ -63,13 +63,15 @@ def spawn(command: list[str], cpus: set[int] | None = None, **kwargs) -> subproc
 
 
 class RssSampler:
-    """Samples the RSS of a process and of its whole tree (children included)."""
+    """Samples the RSS of a process, of its whole tree (children included), and of its
+    children alone."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak_tree = 0
         self.peak_self = 0
+        self.peak_children = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
@@ -100,6 +102,7 @@ class RssSampler:
                 continue
         self.peak_self = max(self.peak_self, own)
         self.peak_tree = max(self.peak_tree, total)
+        self.peak_children = max(self.peak_children, total - own)
         self.samples += 1
 
     def current_self(self) -> int:
