@@ -866,7 +866,7 @@ def sandbox_for(workflows: int) -> dict | None:
     defaults (60 s, 2 GiB, a 256 MiB result) hold up to 10,000 workflows."""
     if workflows <= 10_000:
         return None
-    return {"timeout_seconds": 300, "memory_mb": 6144, "max_result_mb": 1024}
+    return {"timeout_seconds": 300, "max_result_mb": 1024}
 
 
 # Cold loads of 10,000 workflows with both CPUs, for the median.
