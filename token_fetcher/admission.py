@@ -50,10 +50,16 @@ class Admission:
             self._active += 1
             return True
 
+    @property
+    def in_flight(self) -> int:
+        """Calls admitted and not yet answered."""
+        return self._active
+
     def leave(self) -> None:
         with self._changed:
             self._active -= 1
-            self._changed.notify_all()
+            if not self._open:  # only settle() waits, and only once the drain has begun
+                self._changed.notify_all()
 
     def close(self) -> None:
         with self._changed:

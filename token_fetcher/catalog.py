@@ -80,6 +80,10 @@ class Catalog:
         self._parsed_at = {n: 0.0 for n in config.clusters}
         self._versions: cachetools.LRUCache[tuple[str, str], Version] = cachetools.LRUCache(4096)
         self._versions_lock = threading.Lock()
+        # Snapshots published so far: what the service made from them is true while this
+        # has not moved (see kept_answers). Moved under a lock, so it never goes back.
+        self.generation = 0
+        self._publish_lock = threading.Lock()
         self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._first_load_done = threading.Event()
@@ -286,7 +290,9 @@ class Catalog:
                 for entry in snapshot.entries.values():
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
-            self._snapshots[name] = snapshot
+            with self._publish_lock:
+                self._snapshots[name] = snapshot
+                self.generation += 1
             # Served from here on, so watchers hear of it now, before the watch is taken
             # up again (stat calls over every file of a large tree).
             self._subscribers.publish(changes)

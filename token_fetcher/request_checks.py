@@ -22,6 +22,7 @@ __all__ = [
     "check_name",
     "check_scheduled",
     "check_time",
+    "decode",
     "invalid",
     "page_token",
 ]
@@ -45,6 +46,16 @@ class Failure(Exception):
 
 def invalid(message: str) -> Failure:
     return Failure(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def decode(message_class, data: bytes):
+    """``data`` as a ``message_class``. Decoded here rather than by grpc, which would
+    answer INTERNAL for bytes that are not one."""
+    try:
+        return message_class.FromString(data)
+    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError; its module varies
+        raise invalid(f"the request is not a valid {message_class.DESCRIPTOR.full_name} "
+                      f"message: {error}") from None
 
 
 def check_name(value: str, what: str, required: bool = True) -> str:

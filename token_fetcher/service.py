@@ -22,12 +22,14 @@ from token_fetcher import __version__, convert
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.catalog import Catalog
 from token_fetcher.handovers import handover
+from token_fetcher.kept_answers import KeptAnswers
 from token_fetcher.request_checks import (
     Failure,
     after_token,
     check_name,
     check_scheduled,
     check_time,
+    decode,
     invalid,
     page_token,
 )
@@ -49,6 +51,9 @@ def _with_spec(answer, spec: bytes) -> bytes:
 
 
 class TokenFetcherService:
+    # The methods given the request's bytes rather than the decoded message.
+    TAKES_REQUEST_BYTES = frozenset({"GetWorkflowSpec"})
+
     def __init__(self, catalog: Catalog, reload_enabled: bool, clock=time.time,
                  max_watches: int = 32) -> None:
         self.catalog = catalog
@@ -64,6 +69,7 @@ class TokenFetcherService:
         # The answers built from a catalog entry ("spec", "spec_response"), kept while the
         # catalog serves that entry: an unchanged workflow keeps its entry across parses.
         self._answers: weakref.WeakKeyDictionary[Entry, dict] = weakref.WeakKeyDictionary()
+        self._kept = KeptAnswers(lambda: catalog.generation)
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -120,13 +126,20 @@ class TokenFetcherService:
             model_schedule.reference_epoch, model_schedule.recurrence_seconds, now)
         return schedule
 
+    def _answers_for(self, entry: Entry | None) -> dict:
+        """The answers kept for ``entry`` (a throwaway dict for a past version)."""
+        if entry is None:
+            return {}
+        answers = self._answers.get(entry)  # unlike setdefault, makes no weakref on a hit
+        return answers if answers is not None else self._answers.setdefault(entry, {})
+
     def _spec(self, version: Version, entry: Entry | None, now: int) -> bytes:
         """The serialized spec with next_run_time for now, kept per entry until that run
         passes (serialized: a third of the memory of the message)."""
         model_schedule = version.workflow.schedule
         next_run = next_run_after(model_schedule.reference_epoch,
                                   model_schedule.recurrence_seconds, now)
-        answers = self._answers.setdefault(entry, {}) if entry is not None else {}
+        answers = self._answers_for(entry)
         cached = answers.get("spec")
         if cached is not None and cached[0] == next_run:
             return cached[1]
@@ -166,27 +179,47 @@ class TokenFetcherService:
             response.next_page_token = page_token(names[-1])
         return response
 
-    def GetWorkflowSpec(self, request: pb.GetWorkflowSpecRequest, context):
+    def GetWorkflowSpec(self, data: bytes, context) -> bytes:
+        """Takes the request's bytes (TAKES_REQUEST_BYTES): a request asked before is
+        answered from them, while its answer stays true (see kept_answers)."""
+        now = int(self.clock())
+        kept = self._kept.get(data, now)
+        if kept is not None:
+            return kept
+        generation = self._kept.generation_of()
+        request = decode(pb.GetWorkflowSpecRequest, data)
         version, entry, status = self._resolve(request.cluster, request.workflow,
                                                request.fingerprint)
-        errors = [convert.parse_error(e) for e in entry.errors] if entry is not None else []
-        dynamic = entry is not None and entry.dynamic
-        if request.if_none_match and request.if_none_match == version.fingerprint:
-            return pb.GetWorkflowSpecResponse(not_modified=True, fingerprint=version.fingerprint,
-                                              status=status.value, errors=errors,
-                                              dynamic=dynamic)
-        now = int(self.clock())
-        spec = self._spec(version, entry, now)
-        if entry is None:
+        if entry is None:  # a past version, asked for by its fingerprint
+            if request.if_none_match and request.if_none_match == version.fingerprint:
+                return pb.GetWorkflowSpecResponse(
+                    not_modified=True, fingerprint=version.fingerprint,
+                    status=status.value).SerializeToString()
             return _with_spec(pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
-                                                         status=status.value), spec)
-        answers = self._answers.setdefault(entry, {})
+                                                         status=status.value),
+                              self._spec(version, None, now))
+        answer = self._current_spec_answer(request, version, entry, now)
+        schedule = version.workflow.schedule
+        self._kept.keep(data, answer, generation=generation, since=now,
+                        until=next_run_after(schedule.reference_epoch,
+                                             schedule.recurrence_seconds, now))
+        return answer
+
+    def _current_spec_answer(self, request: pb.GetWorkflowSpecRequest, version: Version,
+                             entry: Entry, now: int) -> bytes:
+        errors = [convert.parse_error(e) for e in entry.errors]
+        if request.if_none_match and request.if_none_match == version.fingerprint:
+            return pb.GetWorkflowSpecResponse(
+                not_modified=True, fingerprint=version.fingerprint, status=entry.status.value,
+                errors=errors, dynamic=entry.dynamic).SerializeToString()
+        spec = self._spec(version, entry, now)
+        answers = self._answers_for(entry)
         cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
         data = _with_spec(pb.GetWorkflowSpecResponse(
-            fingerprint=version.fingerprint, status=status.value, errors=errors,
-            dynamic=dynamic), spec)
+            fingerprint=version.fingerprint, status=entry.status.value, errors=errors,
+            dynamic=entry.dynamic), spec)
         answers["spec_response"] = (spec, data)
         return data
 
