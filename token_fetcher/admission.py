@@ -37,13 +37,15 @@ class Admission:
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        # Calls take the lock itself, which costs less than entering the condition.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._open = True
         self._active = 0
         self._last_refused = float("-inf")
 
     def enter(self) -> bool:
-        with self._changed:
+        with self._lock:
             if not self._open:
                 self._last_refused = time.monotonic()
                 return False
@@ -56,7 +58,7 @@ class Admission:
         return self._active
 
     def leave(self) -> None:
-        with self._changed:
+        with self._lock:
             self._active -= 1
             if not self._open:  # only settle() waits, and only once the drain has begun
                 self._changed.notify_all()
