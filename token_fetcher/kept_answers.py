@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 __all__ = ["KeptAnswers"]
 
-# Requests kept at most (about 200 bytes each, the answers being shared with the
+# Requests kept at most (about 250 bytes each, the answers being shared with the
 # service's own caches). Past it the store starts over rather than track use: a request
 # that falls out is answered the long way, and kept again.
 DEFAULT_CAPACITY = 16384
