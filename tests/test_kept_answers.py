@@ -13,6 +13,7 @@ import threading
 import grpc
 
 from tests.helpers import example_clusters, wait_for
+from token_fetcher import kept_answers
 from token_fetcher._proto import token_fetcher_pb2 as pb
 from token_fetcher.kept_answers import KeptAnswers
 
@@ -45,13 +46,23 @@ def test_a_published_snapshot_ends_every_kept_answer() -> None:
     kept.keep(REQUEST, b"old", generation=0, since=0, until=10)
     kept.keep(b"other", b"old other", generation=0, since=0, until=10)
     generation.value = 1
-    assert kept.get(REQUEST, 5) is None
-    # An answer made from the snapshots before the load is not kept after it...
+    # The first request after the load drops them all...
+    assert (kept.get(REQUEST, 5), len(kept)) == (None, 0)
+    # ...an answer made from the snapshots before it is not kept...
     kept.keep(REQUEST, b"old", generation=0, since=0, until=10)
-    assert kept.get(REQUEST, 5) is None
-    # ...and the first one made after it drops the rest.
+    assert (kept.get(REQUEST, 5), len(kept)) == (None, 0)
+    # ...and one made after it is.
     kept.keep(REQUEST, b"new", generation=1, since=0, until=10)
     assert (kept.get(REQUEST, 5), kept.get(b"other", 5), len(kept)) == (b"new", None, 1)
+
+
+def test_a_load_with_no_request_after_it_still_drops_the_answers_at_the_next_keep() -> None:
+    generation = Generations()
+    kept = KeptAnswers(generation)
+    kept.keep(REQUEST, b"old", generation=0, since=0, until=10)
+    generation.value = 1
+    kept.keep(b"other", b"new", generation=1, since=0, until=10)
+    assert (kept.get(REQUEST, 5), kept.get(b"other", 5), len(kept)) == (None, b"new", 1)
 
 
 def test_a_full_store_starts_over() -> None:
@@ -64,8 +75,8 @@ def test_a_full_store_starts_over() -> None:
 
 
 def test_no_answer_from_before_a_load_lands_in_the_store_after_it() -> None:
-    """Threads keep answers while loads publish: whatever ``get`` returns was made from
-    the generation it is asked in."""
+    """Threads keep answers while loads publish and ``get`` drops the old ones: whatever
+    ``get`` returns was made from the generation it is asked in."""
     generation = Generations()
     kept = KeptAnswers(generation)
     stop = threading.Event()
@@ -87,6 +98,7 @@ def test_no_answer_from_before_a_load_lands_in_the_store_after_it() -> None:
         stop.set()
         for thread in threads:
             thread.join()
+    assert not kept_answers._EMPTY.answers  # the shared empty store stayed empty
 
 
 def _utc(*fields: int) -> int:

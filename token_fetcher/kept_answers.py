@@ -8,7 +8,7 @@ returns ready bytes (benchmarks/ANALYSIS.md, "RPC answers kept by request").
 An answer is true while no snapshot has been published since it was made (the
 catalog's ``generation``: a load replaces its cluster's snapshot whole) and the clock
 stays between the second it was made and the next run time it carries. A load makes
-every kept answer unusable at once, and the first answer kept after it drops them.
+every kept answer unusable at once, and the first request after it drops them.
 """
 
 from __future__ import annotations
@@ -30,18 +30,25 @@ class _Store(NamedTuple):
     answers: dict[bytes, tuple[int, int, bytes]]  # request: (since, until, answer)
 
 
+# Never written to: keep() replaces a store of another generation before it writes.
+_EMPTY = _Store(-1, {})
+
+
 class KeptAnswers:
     def __init__(self, generation_of: Callable[[], int],
                  capacity: int = DEFAULT_CAPACITY) -> None:
         self.generation_of = generation_of
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._store = _Store(-1, {})
+        self._store = _EMPTY
 
     def get(self, request: bytes, now: int) -> bytes | None:
         """The answer kept for exactly these bytes, if it is still true at ``now``."""
         store = self._store
         if store.generation != self.generation_of():
+            # Dropped now, not at the next keep(), which may never come. A keep() racing
+            # with this may lose its answer: it is made again, never served stale.
+            self._store = _EMPTY
             return None
         kept = store.answers.get(request)
         if kept is None or not kept[0] <= now < kept[1]:
@@ -52,13 +59,13 @@ class KeptAnswers:
              until: int) -> None:
         """Keep ``answer``, made at ``since`` from the snapshots of ``generation`` (read
         before the answer was made), for requests up to the second before ``until``."""
-        with self._lock:  # the store changes only here: no answer lands in a newer one
+        with self._lock:  # keep()s one at a time: no answer lands in a newer store
             if generation != self.generation_of():
                 return  # a load came in between
-            if (self._store.generation != generation
-                    or len(self._store.answers) >= self._capacity):
-                self._store = _Store(generation, {})
-            self._store.answers[request] = (since, until, answer)
+            store = self._store  # get() may swap in _EMPTY meanwhile: this one is written
+            if store.generation != generation or len(store.answers) >= self._capacity:
+                store = self._store = _Store(generation, {})
+            store.answers[request] = (since, until, answer)
 
     def __len__(self) -> int:
         return len(self._store.answers)
