@@ -1032,15 +1032,21 @@ def figure_table(figures: list[dict]) -> list[str]:
 
 
 def load_text(meta: dict) -> str:
+    """The machine's load during each run whose figures the report shows: a section
+    re-run later is credited to the later run only."""
     runs = [meta] + [m for m in meta.get("merged_runs", [])]
+    shown, later = [], set()
+    for run in reversed(runs):
+        current = [s for s in run.get("sections", []) if s not in later]
+        later.update(run.get("sections", []))
+        if current and run.get("loadavg"):
+            shown.append((run, current))
     parts = []
-    for run in runs:
-        load = run.get("loadavg")
-        if load:
-            which = ", ".join(run.get("sections", [])) if run is not meta or len(runs) > 1 \
-                else "the run"
-            parts.append(f"{which} ({run.get('date', '?')}): mean {load['mean']:.1f}, max "
-                         f"{load['max']:.1f}")
+    for run, current in reversed(shown):
+        load = run["loadavg"]
+        which = ", ".join(current) if len(runs) > 1 else "the run"
+        parts.append(f"{which} ({run.get('date', '?')}, commit {run.get('commit', '?')}): "
+                     f"mean {load['mean']:.1f}, max {load['max']:.1f}")
     if not parts:
         return ""
     return ("Machine load average (1 min; 2.0 means both CPUs busy) during "
