@@ -76,7 +76,9 @@ def test_a_full_store_starts_over() -> None:
 
 def test_no_answer_from_before_a_load_lands_in_the_store_after_it() -> None:
     """Threads keep answers while loads publish and ``get`` drops the old ones: whatever
-    ``get`` returns was made from the generation it is asked in."""
+    ``get`` returns was made from the generation it is asked in. A stress check: the
+    races it runs are too narrow to be hit on every run; the orderings the answers'
+    truth rests on are checked one by one above and below."""
     generation = Generations()
     kept = KeptAnswers(generation)
     stop = threading.Event()
@@ -166,3 +168,56 @@ def test_a_kept_answer_ends_with_the_load_that_changes_it(start_server, stub_for
         return {job.name: job.priority for job in answer.spec.jobs}["load_events"]
 
     assert priority(after) == priority(before) + 1
+
+
+def test_a_long_request_is_answered_but_not_kept(start_server, stub_for) -> None:
+    server = start_server(example_clusters())
+    stub = stub_for(server)
+    first = stub.GetWorkflowSpec(_spec_request())
+    kept = len(server.service._kept)
+    # Bytes the server accepts (an unknown field, a long if_none_match) would be kept
+    # whole as keys: not past a few names' length.
+    long_one = _spec_request(if_none_match="x" * (kept_answers.MAX_REQUEST_BYTES + 1))
+    assert stub.GetWorkflowSpec(long_one) == first
+    assert len(server.service._kept) == kept
+
+
+def test_an_answer_made_while_a_load_publishes_is_not_kept(start_server, stub_for) -> None:
+    """The service reads the generation before the snapshot: an answer that a load
+    overtakes is made again, not kept under the load's generation."""
+    server = start_server(example_clusters())
+    stub = stub_for(server)
+    catalog = server.catalog
+    read_snapshot = catalog.snapshot
+
+    def snapshot_then_a_load(cluster: str):
+        found = read_snapshot(cluster)
+        catalog.generation += 1  # a load of another cluster publishes just then
+        return found
+
+    catalog.snapshot = snapshot_then_a_load
+    stub.GetWorkflowSpec(_spec_request())
+    assert len(server.service._kept) == 0
+
+
+def test_a_kept_answer_follows_a_status_change_with_the_same_fingerprint(
+        start_server, stub_for, example_copy) -> None:
+    """What a scheduler asks over and over: "has it changed since this fingerprint?" A
+    definition that breaks keeps its fingerprint (its last good version) but not its
+    status, and the kept answer must say so."""
+    repo = example_copy("python_repo")
+    server = start_server(example_clusters(python_repo=repo))
+    stub = stub_for(server)
+    fingerprint = stub.GetWorkflowSpec(_spec_request()).fingerprint
+    asked = _spec_request(if_none_match=fingerprint)
+    ok = stub.GetWorkflowSpec(asked)
+    assert ok.not_modified and ok.status == pb.PARSE_STATUS_OK and not ok.errors
+    module = repo / "example_workflows" / "reporting.py"
+    broken = module.with_name(".reporting.py.tmp")
+    broken.write_text(module.read_text() + "def broken(:\n")
+    os.replace(broken, module)
+    stale = wait_for(lambda: (lambda answer: answer if answer.status == pb.PARSE_STATUS_STALE
+                              else None)(stub.GetWorkflowSpec(asked)),
+                     timeout=60, message="the kept answer to say STALE")
+    assert stale.not_modified and stale.fingerprint == fingerprint
+    assert [e.kind for e in stale.errors] == [pb.ERROR_KIND_SYNTAX_ERROR]

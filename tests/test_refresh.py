@@ -236,6 +236,26 @@ def test_one_broken_workflow_keeps_its_last_good_version(start_server, stub_for,
     assert get_spec(stub, "db_backup").status == pb.PARSE_STATUS_OK
 
 
+def test_the_served_fingerprint_asked_by_name_reports_the_served_status(
+        start_server, stub_for, example_copy):
+    """Asked by its fingerprint, the version served now answers with the workflow's status
+    and errors, also once it has left the in-memory versions for the history (as with
+    more than 4,096 of them) and comes back as another object."""
+    repo = example_copy("python_repo")
+    server = start_server(example_clusters(python_repo=repo))
+    stub = stub_for(server)
+    before = fingerprints(stub, PY)["db_backup"]
+    edit(repo / "example_workflows" / "maintenance.py", "dependency=['snapshot_db']",
+         "dependency=['snapshot_dbb']")
+    wait_for(lambda: get_spec(stub, "db_backup").status == pb.PARSE_STATUS_STALE, timeout=60,
+             message="db_backup to go stale")
+    server.catalog._versions.clear()
+    pinned = get_spec(stub, "db_backup", fingerprint=before)
+    assert (pinned.fingerprint, pinned.status) == (before, pb.PARSE_STATUS_STALE)
+    assert [(e.kind, e.job) for e in pinned.errors] == [(pb.ERROR_KIND_MISSING_PARENT,
+                                                         "verify_snapshot")]
+
+
 EXTRA_MODULE = """from datetime import datetime, timedelta
 
 from pinball_ext.job_templates import CommandJobTemplate

@@ -291,6 +291,9 @@ class Catalog:
                     if entry.version is not None:
                         self._versions[(name, entry.version.fingerprint)] = entry.version
             with self._publish_lock:
+                # The snapshot first: the service reads the generation before the snapshot,
+                # so an answer kept under a generation comes from that generation's
+                # snapshot or a newer one, never an older (see kept_answers).
                 self._snapshots[name] = snapshot
                 self.generation += 1
             # Served from here on, so watchers hear of it now, before the watch is taken

@@ -23,6 +23,10 @@ __all__ = ["KeptAnswers"]
 # service's own caches). Past it the store starts over rather than track use: a request
 # that falls out is answered the long way, and kept again.
 DEFAULT_CAPACITY = 16384
+# Longer requests are answered but not kept: a request is a few names (at most 512
+# characters each) and fingerprints, while the server takes messages of up to 64 MiB,
+# which would be kept whole as keys.
+MAX_REQUEST_BYTES = 8192
 
 
 class _Store(NamedTuple):
@@ -46,9 +50,10 @@ class KeptAnswers:
         """The answer kept for exactly these bytes, if it is still true at ``now``."""
         store = self._store
         if store.generation != self.generation_of():
-            # Dropped now, not at the next keep(), which may never come. A keep() racing
-            # with this may lose its answer: it is made again, never served stale.
-            self._store = _EMPTY
+            if store is not _EMPTY:
+                # Dropped now, not at the next keep(), which may never come. A keep()
+                # racing with this may lose its answer: it is made again, never stale.
+                self._store = _EMPTY
             return None
         kept = store.answers.get(request)
         if kept is None or not kept[0] <= now < kept[1]:
@@ -59,6 +64,8 @@ class KeptAnswers:
              until: int) -> None:
         """Keep ``answer``, made at ``since`` from the snapshots of ``generation`` (read
         before the answer was made), for requests up to the second before ``until``."""
+        if len(request) > MAX_REQUEST_BYTES:
+            return
         with self._lock:  # keep()s one at a time: no answer lands in a newer store
             if generation != self.generation_of():
                 return  # a load came in between

@@ -69,7 +69,7 @@ class TokenFetcherService:
         # The answers built from a catalog entry ("spec", "spec_response"), kept while the
         # catalog serves that entry: an unchanged workflow keeps its entry across parses.
         self._answers: weakref.WeakKeyDictionary[Entry, dict] = weakref.WeakKeyDictionary()
-        self._kept = KeptAnswers(lambda: catalog.generation)
+        self._kept = KeptAnswers(lambda: self.catalog.generation)
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -110,8 +110,11 @@ class TokenFetcherService:
                               f"no version {fingerprint!r} of workflow {workflow!r} in cluster "
                               f"{cluster!r} (past versions are kept for a bounded time)")
             entry = snapshot.entries.get(workflow)
-            current = entry is not None and entry.version is version
-            return version, entry if current else None, entry.status if current else Status.OK
+            # By fingerprint: the version read back from the history is another object.
+            if entry is not None and entry.version is not None \
+                    and entry.version.fingerprint == version.fingerprint:
+                return entry.version, entry, entry.status
+            return version, None, Status.OK
         entry = self._entry(snapshot, workflow)
         if entry.version is None:
             raise Failure(grpc.StatusCode.FAILED_PRECONDITION,
@@ -190,36 +193,33 @@ class TokenFetcherService:
         request = decode(pb.GetWorkflowSpecRequest, data)
         version, entry, status = self._resolve(request.cluster, request.workflow,
                                                request.fingerprint)
-        if entry is None:  # a past version, asked for by its fingerprint
-            if request.if_none_match and request.if_none_match == version.fingerprint:
-                return pb.GetWorkflowSpecResponse(
-                    not_modified=True, fingerprint=version.fingerprint,
-                    status=status.value).SerializeToString()
-            return _with_spec(pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
-                                                         status=status.value),
-                              self._spec(version, None, now))
-        answer = self._current_spec_answer(request, version, entry, now)
-        schedule = version.workflow.schedule
-        self._kept.keep(data, answer, generation=generation, since=now,
-                        until=next_run_after(schedule.reference_epoch,
-                                             schedule.recurrence_seconds, now))
+        answer = self._spec_answer(request, version, entry, status, now)
+        if entry is not None:  # not a past version, which may leave the history
+            schedule = version.workflow.schedule
+            self._kept.keep(data, answer, generation=generation, since=now,
+                            until=next_run_after(schedule.reference_epoch,
+                                                 schedule.recurrence_seconds, now))
         return answer
 
-    def _current_spec_answer(self, request: pb.GetWorkflowSpecRequest, version: Version,
-                             entry: Entry, now: int) -> bytes:
-        errors = [convert.parse_error(e) for e in entry.errors]
+    def _spec_answer(self, request: pb.GetWorkflowSpecRequest, version: Version,
+                     entry: Entry | None, status: Status, now: int) -> bytes:
+        errors = [convert.parse_error(e) for e in entry.errors] if entry is not None else []
+        dynamic = entry is not None and entry.dynamic
         if request.if_none_match and request.if_none_match == version.fingerprint:
             return pb.GetWorkflowSpecResponse(
-                not_modified=True, fingerprint=version.fingerprint, status=entry.status.value,
-                errors=errors, dynamic=entry.dynamic).SerializeToString()
+                not_modified=True, fingerprint=version.fingerprint, status=status.value,
+                errors=errors, dynamic=dynamic).SerializeToString()
         spec = self._spec(version, entry, now)
+        if entry is None:
+            return _with_spec(pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
+                                                         status=status.value), spec)
         answers = self._answers_for(entry)
         cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
         data = _with_spec(pb.GetWorkflowSpecResponse(
-            fingerprint=version.fingerprint, status=entry.status.value, errors=errors,
-            dynamic=entry.dynamic), spec)
+            fingerprint=version.fingerprint, status=status.value, errors=errors,
+            dynamic=dynamic), spec)
         answers["spec_response"] = (spec, data)
         return data
 
