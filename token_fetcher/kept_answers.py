@@ -23,10 +23,11 @@ __all__ = ["KeptAnswers"]
 # service's own caches). Past it the store starts over rather than track use: a request
 # that falls out is answered the long way, and kept again.
 DEFAULT_CAPACITY = 16384
-# Longer requests are answered but not kept: a request is a few names (at most 512
-# characters each) and fingerprints, while the server takes messages of up to 64 MiB,
-# which would be kept whole as keys.
-MAX_REQUEST_BYTES = 8192
+# Longer requests are answered but not kept, so that the keys stay within about 16 MiB
+# whatever the requests: the server takes messages of up to 64 MiB, and a request is
+# two names and two fingerprints (a request for a workflow named in more than about
+# 800 bytes of UTF-8 is answered the long way each time).
+MAX_REQUEST_BYTES = 1024
 
 
 class _Store(NamedTuple):
