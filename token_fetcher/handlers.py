@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import NoReturn
 
 import grpc
 
@@ -47,7 +48,7 @@ class _Instrumented:
         self._answered: dict[str, object] = {}
         self.admission = admission
 
-    def _abort(self, context, error: Exception) -> str:
+    def _abort(self, context, error: Exception) -> NoReturn:  # context.abort raises
         if isinstance(error, Failure):
             context.abort(error.code, error.message)
         log.exception("%s failed", self.name)
