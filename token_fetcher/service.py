@@ -43,6 +43,12 @@ _RESULT_RESPONSE_FIELD = pb.ResolveMigrationResult.DESCRIPTOR.fields_by_name["re
 _BATCH_RESULTS_FIELD = pb.BatchResolveMigrationsResponse.DESCRIPTOR.fields_by_name["results"].number
 
 
+def _next_run(version: Version, now: int) -> int:
+    """The version's first scheduled run after ``now`` (epoch seconds)."""
+    schedule = version.workflow.schedule
+    return next_run_after(schedule.reference_epoch, schedule.recurrence_seconds, now)
+
+
 def _with_spec(answer, spec: bytes) -> bytes:
     """``answer`` serialized, with the kept serialized ``spec`` as its ``spec`` field as it
     is: parsing it into the answer and serializing it again would cost most of the call."""
@@ -123,10 +129,8 @@ class TokenFetcherService:
         return entry.version, entry, entry.status
 
     def _schedule(self, version: Version, now: int) -> pb.Schedule:
-        model_schedule = version.workflow.schedule
-        schedule = convert.schedule(model_schedule)
-        schedule.next_run_time.seconds = next_run_after(
-            model_schedule.reference_epoch, model_schedule.recurrence_seconds, now)
+        schedule = convert.schedule(version.workflow.schedule)
+        schedule.next_run_time.seconds = _next_run(version, now)
         return schedule
 
     def _answers_for(self, entry: Entry | None) -> dict:
@@ -136,13 +140,11 @@ class TokenFetcherService:
         answers = self._answers.get(entry)  # unlike setdefault, makes no weakref on a hit
         return answers if answers is not None else self._answers.setdefault(entry, {})
 
-    def _spec(self, version: Version, entry: Entry | None, now: int) -> bytes:
-        """The serialized spec with next_run_time for now, kept per entry until that run
-        passes (serialized: a third of the memory of the message)."""
-        model_schedule = version.workflow.schedule
-        next_run = next_run_after(model_schedule.reference_epoch,
-                                  model_schedule.recurrence_seconds, now)
-        answers = self._answers_for(entry)
+    @staticmethod
+    def _spec(version: Version, answers: dict, next_run: int) -> bytes:
+        """The serialized spec with ``next_run`` as its next_run_time, kept in the entry's
+        ``answers`` until that run passes (serialized: a third of the memory of the
+        message)."""
         cached = answers.get("spec")
         if cached is not None and cached[0] == next_run:
             return cached[1]
@@ -193,27 +195,25 @@ class TokenFetcherService:
         request = decode(pb.GetWorkflowSpecRequest, data)
         version, entry, status = self._resolve(request.cluster, request.workflow,
                                                request.fingerprint)
-        answer = self._spec_answer(request, version, entry, status, now)
+        next_run = _next_run(version, now)
+        answer = self._spec_answer(request, version, entry, status, next_run)
         if entry is not None:  # not a past version, which may leave the history
-            schedule = version.workflow.schedule
-            self._kept.keep(data, answer, generation=generation, since=now,
-                            until=next_run_after(schedule.reference_epoch,
-                                                 schedule.recurrence_seconds, now))
+            self._kept.keep(data, answer, generation=generation, since=now, until=next_run)
         return answer
 
     def _spec_answer(self, request: pb.GetWorkflowSpecRequest, version: Version,
-                     entry: Entry | None, status: Status, now: int) -> bytes:
+                     entry: Entry | None, status: Status, next_run: int) -> bytes:
         errors = [convert.parse_error(e) for e in entry.errors] if entry is not None else []
         dynamic = entry is not None and entry.dynamic
         if request.if_none_match and request.if_none_match == version.fingerprint:
             return pb.GetWorkflowSpecResponse(
                 not_modified=True, fingerprint=version.fingerprint, status=status.value,
                 errors=errors, dynamic=dynamic).SerializeToString()
-        spec = self._spec(version, entry, now)
+        answers = self._answers_for(entry)
+        spec = self._spec(version, answers, next_run)
         if entry is None:
             return _with_spec(pb.GetWorkflowSpecResponse(fingerprint=version.fingerprint,
                                                          status=status.value), spec)
-        answers = self._answers_for(entry)
         cached = answers.get("spec_response")
         if cached is not None and cached[0] is spec:
             return cached[1]
@@ -293,7 +293,8 @@ class TokenFetcherService:
         if request.if_none_match and request.if_none_match == version.fingerprint:
             response.not_modified = True
             return response.SerializeToString()
-        return _with_spec(response, self._spec(version, entry, int(self.clock())))
+        return _with_spec(response, self._spec(version, self._answers_for(entry),
+                                               _next_run(version, int(self.clock()))))
 
     def BatchResolveMigrations(self, request: pb.BatchResolveMigrationsRequest,
                                context) -> bytes:
