@@ -13,7 +13,11 @@ AIRFLOW__CORE__DAGS_FOLDER, AIRFLOW__TOKEN_FETCHER__TARGET, ...).
 
 A native file is what a hand migration would write for one workflow: a DAG with one
 BashOperator per job carrying the job's command (end_date as a template), retries,
-priority weight and dependencies, on a timedelta schedule.
+priority weight and dependencies, on a timedelta schedule, and the failure emails the
+loader's DAGs send (the workflow's on the DAG, a job's on its task), written as Airflow 3
+asks: one ``SmtpNotifier`` per distinct list of addresses in the file. Not the deprecated
+``email`` task argument: Airflow warns for it on every task, three warnings a file that
+the loader's DAGs never pay (and it would mail on retries too, which Pinball did not).
 """
 
 from __future__ import annotations
@@ -31,16 +35,18 @@ from benchmarks.peak_rss import peak_rss_bytes
 NATIVE_HEADER = '''"""Hand-migrated Pinball workflow {cluster}/{workflow} (generated)."""
 from datetime import datetime, timedelta, timezone
 
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
 
+{notifiers}
 with DAG(
     dag_id={dag_id!r},
     schedule=timedelta(seconds={recurrence}),
     start_date=datetime.fromtimestamp({start}, tz=timezone.utc),
     catchup=False,
     max_active_runs={max_active_runs},
-    default_args={{"owner": "pinball-migration", "email": {emails!r}}},
+    default_args={{"owner": "pinball-migration"}},{dag_failure}
     tags=["pinball", {cluster!r}],
 ) as dag:
 '''
@@ -55,29 +61,44 @@ def write_native(target: str, cluster: str, out: Path) -> int:
         names = [w.name for w in client.list_workflows(cluster, page_size=1000).workflows]
         for name in names:
             spec = client.get_spec(cluster, name).spec
-            schedule = spec.schedule
-            lines = [NATIVE_HEADER.format(
-                cluster=cluster, workflow=name, dag_id=f"native__{cluster}__{name}",
-                recurrence=schedule.recurrence_seconds, start=schedule.reference_time.seconds,
-                max_active_runs=max(1, schedule.max_running_instances or 1),
-                emails=list(spec.notify_emails))]
-            variables = {}
-            for index, job in enumerate(spec.jobs):
-                variable = f"t{index}"
-                variables[job.name] = variable
-                command = "{{ macros.ds_add(ds, 0) }}".join(job.command.segments)
-                # Jinja would read a trailing ".sh"; the commands here end in a space.
-                lines.append(
-                    f"    {variable} = BashOperator(task_id={job.name!r}, "
-                    f"bash_command={command!r}, retries={max(0, job.max_attempts - 1)}, "
-                    f"retry_delay=timedelta(seconds={job.retry_delay_seconds}), "
-                    f"priority_weight={max(1, int(job.score))})")
-            for job in spec.jobs:
-                for child in job.children:
-                    lines.append(f"    {variables[job.name]} >> {variables[child]}")
-            (out / f"{name}.py").write_text("\n".join(lines) + "\n")
+            (out / f"{name}.py").write_text(native_file_text(cluster, name, spec))
             count += 1
     return count
+
+
+def native_file_text(cluster: str, name: str, spec) -> str:
+    """The hand-migrated DAG file of one workflow spec."""
+    notifiers: dict[tuple[str, ...], str] = {}
+    for emails in [tuple(spec.notify_emails), *(tuple(job.emails) for job in spec.jobs)]:
+        if emails and emails not in notifiers:
+            notifiers[emails] = f"notify{len(notifiers)}"
+
+    def on_failure(emails, before: str, after: str = "") -> str:
+        return f"{before}on_failure_callback={notifiers[tuple(emails)]}{after}" if emails else ""
+
+    schedule = spec.schedule
+    lines = [NATIVE_HEADER.format(
+        cluster=cluster, workflow=name, dag_id=f"native__{cluster}__{name}",
+        recurrence=schedule.recurrence_seconds, start=schedule.reference_time.seconds,
+        max_active_runs=max(1, schedule.max_running_instances or 1),
+        notifiers="".join(f"{variable} = SmtpNotifier(to={list(emails)!r})\n"
+                          for emails, variable in notifiers.items()),
+        dag_failure=on_failure(spec.notify_emails, "\n    ", ","))]
+    variables = {}
+    for index, job in enumerate(spec.jobs):
+        variable = f"t{index}"
+        variables[job.name] = variable
+        command = "{{ macros.ds_add(ds, 0) }}".join(job.command.segments)
+        # Jinja would read a trailing ".sh"; the commands here end in a space.
+        lines.append(
+            f"    {variable} = BashOperator(task_id={job.name!r}, "
+            f"bash_command={command!r}, retries={max(0, job.max_attempts - 1)}, "
+            f"retry_delay=timedelta(seconds={job.retry_delay_seconds}), "
+            f"priority_weight={max(1, int(job.score))}{on_failure(job.emails, ', ')})")
+    for job in spec.jobs:
+        for child in job.children:
+            lines.append(f"    {variables[job.name]} >> {variables[child]}")
+    return "\n".join(lines) + "\n"
 
 
 def write_loader(cluster: str, workflows: list[str], out: Path, migration_date: str,
