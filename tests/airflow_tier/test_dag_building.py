@@ -16,7 +16,7 @@ from airflow.sdk.bases import operator as operator_module
 from airflow.serialization.serialized_objects import DagSerialization
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
-from token_fetcher.airflow import fast_setattr, loader
+from token_fetcher.airflow import fast_edges, fast_setattr, loader
 from token_fetcher.airflow.dags import SharedArgs, build_dag
 from token_fetcher.airflow.layout_cache import LayoutCache
 from token_fetcher.airflow.layouts import Layout
@@ -127,6 +127,62 @@ def test_dag_config_defaults_are_read_once_per_parse_with_the_same_values(monkey
     monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "9")
     assert build_dag(layout(), Settings(), shared).max_active_tasks == 7  # same parse
     assert build_dag(layout(), Settings()).max_active_tasks == 9  # the next parse
+
+
+def fan_in_layout() -> Layout:
+    """``layout()`` with a condition, and ``final`` waiting for ``audit`` too."""
+    item = layout()
+    jobs = {job.name: job for job in item.spec.jobs}
+    jobs["audit"].kind = pb.JOB_KIND_CONDITION
+    jobs["audit"].retry_delay_seconds = 600
+    jobs["final"].inputs.append("audit")
+    return item
+
+
+def edges(dag) -> dict:
+    return {t.task_id: (sorted(t.upstream_task_ids), sorted(t.downstream_task_ids))
+            for t in dag.tasks}
+
+
+def test_edges_set_directly_are_those_airflow_sets(monkeypatch):
+    fast_edges.direct_path_valid.cache_clear()
+    direct = build_dag(fan_in_layout(), Settings())
+    # The direct path was taken: Airflow's _set_relatives is the one it mirrors.
+    assert fast_edges.direct_path_valid(MigratedJobOperator)
+    assert fast_edges.direct_path_valid(MigratedConditionSensor)
+    monkeypatch.setattr(fast_edges, "direct_path_valid", lambda cls: False)
+    through_airflow = build_dag(fan_in_layout(), Settings())
+    assert edges(direct) == edges(through_airflow)
+    assert edges(direct)["final"] == (["audit", "load"], [])
+    assert DagSerialization.to_dict(direct) == DagSerialization.to_dict(through_airflow)
+
+
+def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
+    from airflow.sdk.definitions._internal.node import DAGNode
+
+    calls = []
+    original = DAGNode._set_relatives
+
+    def changed(self, *args, **kwargs):
+        calls.append(self.task_id)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DAGNode, "_set_relatives", changed)
+    fast_edges.direct_path_valid.cache_clear()
+    try:
+        dag = build_dag(fan_in_layout(), Settings())
+    finally:
+        monkeypatch.undo()
+        fast_edges.direct_path_valid.cache_clear()
+    assert sorted(calls) == ["final", "load"]
+    assert edges(dag)["final"] == (["audit", "load"], [])
+
+
+def test_tasks_of_two_dags_are_refused_as_airflow_refuses_them():
+    one, other = build_dag(layout("one"), Settings()), build_dag(layout("other"), Settings())
+    with pytest.raises(RuntimeError, match="more than one Dag"):
+        fast_edges.set_upstream(one.task_dict["final"], [other.task_dict["extract"]])
+    assert "extract" not in one.task_dict["final"].upstream_task_ids
 
 
 def task_state(task) -> dict:

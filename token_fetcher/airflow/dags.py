@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import DAG
 
 from token_fetcher._proto import token_fetcher_pb2 as pb
+from token_fetcher.airflow.fast_edges import set_upstream
 from token_fetcher.airflow.layouts import Layout, dag_id_problem, task_ids_problem
 from token_fetcher.airflow.operators import MigratedConditionSensor, MigratedJobOperator
 from token_fetcher.airflow.settings import Settings
@@ -278,15 +279,15 @@ def build_dag(layout: Layout, settings: Settings, shared: SharedArgs | None = No
             tasks[job.name] = _condition(job, common, settings)
         else:
             tasks[job.name] = _job(job, common, settings)
-    # Each edge once, from the child's side, one call per task (every call hashes the
-    # DAG, which lists its tasks). A job's outputs mirror its children's inputs: an
-    # output no job waits for carries no dependency in Pinball either.
+    # Each edge once, from the child's side (fast_edges: without hashing the DAG per
+    # task). A job's outputs mirror its children's inputs: an output no job waits for
+    # carries no dependency in Pinball either.
     for job in spec.jobs:
         parents = set(job.inputs).union(job.parents)
         parents.discard(WORKFLOW_START)
         parents &= names
         if parents:
-            tasks[job.name].set_upstream([tasks[parent] for parent in sorted(parents)])
+            set_upstream(tasks[job.name], [tasks[parent] for parent in sorted(parents)])
     return dag
 
 
