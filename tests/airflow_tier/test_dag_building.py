@@ -178,6 +178,32 @@ def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
     assert edges(dag)["final"] == (["audit", "load"], [])
 
 
+@pytest.mark.parametrize("override", ["_set_relatives", "set_upstream", "update_relative",
+                                      "roots", "leaves"])
+def test_a_task_class_overriding_any_of_it_takes_airflows_path(override):
+    member = getattr(MigratedJobOperator, override)
+    subclass = type("Overriding", (MigratedJobOperator,), {
+        override: property(member.fget) if isinstance(member, property) else
+        (lambda self, *args, **kwargs: member(self, *args, **kwargs))})
+    assert fast_edges.direct_path_valid(MigratedJobOperator)
+    assert not fast_edges.direct_path_valid(subclass)
+
+
+def test_an_update_relative_that_does_something_takes_airflows_path(monkeypatch):
+    from airflow.sdk.definitions._internal.mixins import DependencyMixin
+
+    def update_relative(self, other, upstream=True, edge_modifier=None):
+        other.calls = getattr(other, "calls", 0) + 1
+
+    monkeypatch.setattr(DependencyMixin, "update_relative", update_relative)
+    fast_edges.direct_path_valid.cache_clear()
+    try:
+        assert not fast_edges.direct_path_valid(MigratedJobOperator)
+    finally:
+        monkeypatch.undo()
+        fast_edges.direct_path_valid.cache_clear()
+
+
 def test_tasks_of_two_dags_are_refused_as_airflow_refuses_them():
     one, other = build_dag(layout("one"), Settings()), build_dag(layout("other"), Settings())
     with pytest.raises(RuntimeError, match="more than one Dag"):

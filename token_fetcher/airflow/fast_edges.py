@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.definitions._internal.mixins import DependencyMixin
-from airflow.sdk.definitions._internal.node import DAGNode
 
 __all__ = ["set_upstream"]
 
-# The names DAGNode._set_relatives used in the Airflow the direct path mirrors.
+# The names Airflow 3.3's DAGNode._set_relatives uses: the method the direct path mirrors.
 _SET_RELATIVES_NAMES = (
     "airflow.sdk.bases.operator", "BaseOperator", "airflow.sdk.definitions.mappedoperator",
     "MappedOperator", "isinstance", "Sequence", "update_relative", "leaves", "roots",
@@ -32,17 +30,27 @@ _SET_RELATIVES_NAMES = (
 )
 
 
+def _defined_by(name: str) -> Any:
+    """What ``BaseOperator`` gets as ``name`` from its bases, as defined (not bound), or
+    None. Found along the MRO: Airflow's classes that define them are not public."""
+    return next((vars(klass)[name] for klass in BaseOperator.__mro__ if name in vars(klass)),
+                None)
+
+
 @functools.cache
 def direct_path_valid(cls: type) -> bool:
     """Whether ``set_upstream`` of tasks of class ``cls`` is Airflow 3.3's, unchanged."""
-    relatives = DAGNode.__dict__.get("_set_relatives")
+    relatives, update_relative = _defined_by("_set_relatives"), _defined_by("update_relative")
     return (
         issubclass(cls, BaseOperator)
         and getattr(relatives, "__code__", None) is not None
         and relatives.__code__.co_names == _SET_RELATIVES_NAMES
+        # An operator's update_relative does nothing (it is for task groups and XComArgs).
+        and getattr(update_relative, "__code__", None) is not None
+        and update_relative.__code__.co_names == ()
         and cls._set_relatives is relatives
-        and cls.set_upstream is DAGNode.__dict__.get("set_upstream")
-        and cls.update_relative is DependencyMixin.update_relative
+        and cls.set_upstream is _defined_by("set_upstream")
+        and cls.update_relative is update_relative
         and cls.roots is BaseOperator.roots
         and cls.leaves is BaseOperator.leaves
     )
