@@ -320,7 +320,9 @@ def refresh(server: ServerProcess, corpus: Path, manifest: dict, edits: int, see
     channel = grpc.insecure_channel(server.target)
     stub = pb_grpc.TokenFetcherStub(channel)
     watcher = Watcher(server.target)
-    visible, pushed, parses, failures = [], [], [], 0
+    # parses[i] is the parse behind visible[i], pushed_parses[i] the one behind pushed[i]
+    # (an edit whose watch event never came has no pushed sample).
+    visible, pushed, parses, pushed_parses, failures = [], [], [], [], 0
     assert server.process is not None
     sampler = RssSampler(server.process.pid).start()
     try:
@@ -351,13 +353,15 @@ def refresh(server: ServerProcess, corpus: Path, manifest: dict, edits: int, see
                 failures += 1
             else:
                 pushed.append(arrived - edited_at)
+                pushed_parses.append(parses[-1])
             log(f"refresh {revision}/{edits} {workflow}: visible {visible[-1]:.2f} s, "
                 f"pushed {(arrived - edited_at) if arrived else float('nan'):.2f} s")
     finally:
         sampler.stop()
         watcher.close()
         channel.close()
-    return {"visible": visible, "pushed": pushed, "parses": parses, "failures": failures,
+    return {"visible": visible, "pushed": pushed, "parses": parses,
+            "pushed_parses": pushed_parses, "failures": failures,
             "peak_tree_rss": sampler.peak_tree, "peak_server_rss": sampler.peak_self}
 
 
@@ -427,8 +431,8 @@ def run_refresh(results: Results, data: dict, servers: dict[str, ServerProcess],
                                f"{len(samples)}", pct(samples, q), "s", baseline=parse,
                                baseline_label="median of the server's parses of the cluster")
             # What the service adds to its own parse, edit by edit (issue N: at most 0.5 s).
-            added = [seen - parsed for seen, parsed in zip(samples, fresh["parses"],
-                                                           strict=False)]
+            their_parses = fresh["parses" if kind == "visible" else "pushed_parses"]
+            added = [seen - parsed for seen, parsed in zip(samples, their_parses, strict=True)]
             value = pct(added, 99)
             results.figure("refresh", f"{fmt}.{size}.{kind}.added.p99",
                            f"edit -> {what} minus that edit's parse, {fmt}, {size:,} "
