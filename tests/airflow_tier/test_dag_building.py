@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import types
 import weakref
 from datetime import UTC, datetime
 
@@ -145,16 +146,44 @@ def edges(dag) -> dict:
 
 
 def test_edges_set_directly_are_those_airflow_sets(monkeypatch):
+    from airflow.sdk.definitions._internal.node import DAGNode
+
     fast_edges.direct_path_valid.cache_clear()
-    direct = build_dag(fan_in_layout(), Settings())
-    # The direct path was taken: Airflow's _set_relatives is the one it mirrors.
+    # Airflow's _set_relatives is the one the direct path mirrors...
     assert fast_edges.direct_path_valid(MigratedJobOperator)
     assert fast_edges.direct_path_valid(MigratedConditionSensor)
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the edges went through Airflow's _set_relatives")
+
+    # ...so the build does not call it (the answer above is kept per class).
+    with monkeypatch.context() as patched:
+        patched.setattr(DAGNode, "_set_relatives", not_called)
+        direct = build_dag(fan_in_layout(), Settings())
+    fast_edges.direct_path_valid.cache_clear()
     monkeypatch.setattr(fast_edges, "direct_path_valid", lambda cls: False)
     through_airflow = build_dag(fan_in_layout(), Settings())
     assert edges(direct) == edges(through_airflow)
     assert edges(direct)["final"] == (["audit", "load"], [])
     assert DagSerialization.to_dict(direct) == DagSerialization.to_dict(through_airflow)
+
+
+def test_the_names_of_set_relatives_are_compared_in_any_order(monkeypatch):
+    # Python 3.12 and later compile Airflow's _set_relatives with its names in another
+    # order (the set comprehension is inlined): the direct path holds there too.
+    from airflow.sdk.definitions._internal.node import DAGNode
+
+    original = DAGNode._set_relatives
+    reordered = types.FunctionType(
+        original.__code__.replace(co_names=tuple(reversed(original.__code__.co_names))),
+        original.__globals__, original.__name__, original.__defaults__, original.__closure__)
+    monkeypatch.setattr(DAGNode, "_set_relatives", reordered)
+    fast_edges.direct_path_valid.cache_clear()
+    try:
+        assert fast_edges.direct_path_valid(MigratedJobOperator)
+    finally:
+        monkeypatch.undo()
+        fast_edges.direct_path_valid.cache_clear()
 
 
 def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
@@ -179,7 +208,7 @@ def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
 
 
 @pytest.mark.parametrize("override", ["_set_relatives", "set_upstream", "update_relative",
-                                      "roots", "leaves"])
+                                      "roots", "leaves", "get_dag", "node_id"])
 def test_a_task_class_overriding_any_of_it_takes_airflows_path(override):
     member = getattr(MigratedJobOperator, override)
     subclass = type("Overriding", (MigratedJobOperator,), {

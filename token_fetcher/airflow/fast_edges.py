@@ -21,13 +21,14 @@ from airflow.sdk import BaseOperator
 __all__ = ["set_upstream"]
 
 # The names Airflow 3.3's DAGNode._set_relatives uses: the method the direct path mirrors.
-_SET_RELATIVES_NAMES = (
+# A set: Python 3.12 compiles its set comprehension inline, which orders them otherwise.
+_SET_RELATIVES_NAMES = frozenset({
     "airflow.sdk.bases.operator", "BaseOperator", "airflow.sdk.definitions.mappedoperator",
     "MappedOperator", "isinstance", "Sequence", "update_relative", "leaves", "roots",
     "TypeError", "__class__", "__name__", "append", "len", "RuntimeError", "pop",
     "ValueError", "has_dag", "dag", "add_task", "downstream_task_ids", "add", "node_id",
     "upstream_task_ids", "add_edge_info",
-)
+})
 
 
 def _defined_by(name: str) -> Any:
@@ -44,15 +45,15 @@ def direct_path_valid(cls: type) -> bool:
     return (
         issubclass(cls, BaseOperator)
         and getattr(relatives, "__code__", None) is not None
-        and relatives.__code__.co_names == _SET_RELATIVES_NAMES
+        and frozenset(relatives.__code__.co_names) == _SET_RELATIVES_NAMES
         # An operator's update_relative does nothing (it is for task groups and XComArgs).
         and getattr(update_relative, "__code__", None) is not None
         and update_relative.__code__.co_names == ()
         and cls._set_relatives is relatives
         and cls.set_upstream is _defined_by("set_upstream")
         and cls.update_relative is update_relative
-        and cls.roots is BaseOperator.roots
-        and cls.leaves is BaseOperator.leaves
+        and all(getattr(cls, name) is getattr(BaseOperator, name)
+                for name in ("roots", "leaves", "get_dag", "node_id"))
     )
 
 
