@@ -59,10 +59,9 @@ def direct_path_valid(cls: type) -> bool:
 
 def set_upstream(task: Any, parents: Sequence[Any]) -> None:
     """``task.set_upstream(parents)``, for a task and parents already in the same DAG."""
-    tasks = (task, *parents)
-    if not (all(direct_path_valid(type(each)) for each in tasks)
-            and task.get_dag() is not None
-            and all(each.get_dag() is task.get_dag() for each in parents)):
+    direct = all(direct_path_valid(type(each)) for each in (task, *parents))
+    dag = task.get_dag() if direct else None
+    if dag is None or any(parent.get_dag() is not dag for parent in parents):
         task.set_upstream(list(parents))
         return
     upstream = task.upstream_task_ids
