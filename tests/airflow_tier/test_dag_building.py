@@ -4,6 +4,7 @@ and the on-disk layout cache that only writes what changed."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -145,6 +146,19 @@ def edges(dag) -> dict:
             for t in dag.tasks}
 
 
+@contextlib.contextmanager
+def airflow_changed(monkeypatch, owner, name, value):
+    """Airflow's ``owner.name`` replaced by ``value`` within the block; fast_edges' answers
+    (kept per class) are forgotten on the way in and on the way out."""
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(owner, name, value)
+            fast_edges.direct_path_valid.cache_clear()
+            yield
+    finally:
+        fast_edges.direct_path_valid.cache_clear()
+
+
 def test_edges_set_directly_are_those_airflow_sets(monkeypatch):
     from airflow.sdk.definitions._internal.node import DAGNode
 
@@ -177,13 +191,8 @@ def test_the_names_of_set_relatives_are_compared_in_any_order(monkeypatch):
     reordered = types.FunctionType(
         original.__code__.replace(co_names=tuple(reversed(original.__code__.co_names))),
         original.__globals__, original.__name__, original.__defaults__, original.__closure__)
-    monkeypatch.setattr(DAGNode, "_set_relatives", reordered)
-    fast_edges.direct_path_valid.cache_clear()
-    try:
+    with airflow_changed(monkeypatch, DAGNode, "_set_relatives", reordered):
         assert fast_edges.direct_path_valid(MigratedJobOperator)
-    finally:
-        monkeypatch.undo()
-        fast_edges.direct_path_valid.cache_clear()
 
 
 def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
@@ -196,13 +205,8 @@ def test_a_changed_set_relatives_is_called_not_bypassed(monkeypatch):
         calls.append(self.task_id)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(DAGNode, "_set_relatives", changed)
-    fast_edges.direct_path_valid.cache_clear()
-    try:
+    with airflow_changed(monkeypatch, DAGNode, "_set_relatives", changed):
         dag = build_dag(fan_in_layout(), Settings())
-    finally:
-        monkeypatch.undo()
-        fast_edges.direct_path_valid.cache_clear()
     assert sorted(calls) == ["final", "load"]
     assert edges(dag)["final"] == (["audit", "load"], [])
 
@@ -224,13 +228,8 @@ def test_an_update_relative_that_does_something_takes_airflows_path(monkeypatch)
     def update_relative(self, other, upstream=True, edge_modifier=None):
         other.calls = getattr(other, "calls", 0) + 1
 
-    monkeypatch.setattr(DependencyMixin, "update_relative", update_relative)
-    fast_edges.direct_path_valid.cache_clear()
-    try:
+    with airflow_changed(monkeypatch, DependencyMixin, "update_relative", update_relative):
         assert not fast_edges.direct_path_valid(MigratedJobOperator)
-    finally:
-        monkeypatch.undo()
-        fast_edges.direct_path_valid.cache_clear()
 
 
 def test_tasks_of_two_dags_are_refused_as_airflow_refuses_them():
