@@ -232,6 +232,32 @@ def test_an_update_relative_that_does_something_takes_airflows_path(monkeypatch)
         assert not fast_edges.direct_path_valid(MigratedJobOperator)
 
 
+def test_the_fast_edges_setting_turns_the_direct_path_off(monkeypatch):
+    from airflow.sdk.definitions._internal.node import DAGNode
+
+    fast_edges.direct_path_valid.cache_clear()
+    assert fast_edges.direct_path_valid(MigratedJobOperator)  # Airflow's code as it is
+    monkeypatch.setenv("AIRFLOW__TOKEN_FETCHER__FAST_EDGES", "false")
+    fast_edges.direct_path_valid.cache_clear()
+    assert not fast_edges.direct_path_valid(MigratedJobOperator)
+    assert not fast_edges.direct_path_valid(MigratedConditionSensor)
+
+    calls = []
+    original = DAGNode._set_relatives
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.task_id)
+        return original(self, *args, **kwargs)
+
+    # Patched after the answer above is kept: only the setting turned the path off.
+    with monkeypatch.context() as patched:
+        patched.setattr(DAGNode, "_set_relatives", counted)
+        dag = build_dag(fan_in_layout(), Settings())
+    fast_edges.direct_path_valid.cache_clear()
+    assert sorted(calls) == ["final", "load"]
+    assert edges(dag)["final"] == (["audit", "load"], [])
+
+
 def test_tasks_of_two_dags_are_refused_as_airflow_refuses_them():
     one, other = build_dag(layout("one"), Settings()), build_dag(layout("other"), Settings())
     with pytest.raises(RuntimeError, match="more than one Dag"):

@@ -7,7 +7,8 @@ no edge modifier, what it changes is only each task's set of upstream or downstr
 ids; adding the ids directly is a tenth of a parse of thousands of DAGs. The direct path
 is taken only where Airflow's method is the one it was written against (Airflow 3.3,
 checked by the names its code uses) and the task classes override none of it; anything
-else goes through Airflow.
+else goes through Airflow. The ``[token_fetcher] fast_edges`` setting (True) turns the
+direct path off outright.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+
+from token_fetcher.airflow.settings import conf_flag
 
 __all__ = ["set_upstream"]
 
@@ -40,10 +43,12 @@ def _defined_by(name: str) -> Any:
 
 @functools.cache
 def direct_path_valid(cls: type) -> bool:
-    """Whether ``set_upstream`` of tasks of class ``cls`` is Airflow 3.3's, unchanged."""
+    """Whether ``set_upstream`` of tasks of class ``cls`` is Airflow 3.3's, unchanged, and
+    ``[token_fetcher] fast_edges`` is not false (read once per class)."""
     relatives, update_relative = _defined_by("_set_relatives"), _defined_by("update_relative")
     return (
-        issubclass(cls, BaseOperator)
+        conf_flag("fast_edges", default=True)
+        and issubclass(cls, BaseOperator)
         and getattr(relatives, "__code__", None) is not None
         and frozenset(relatives.__code__.co_names) == _SET_RELATIVES_NAMES
         # An operator's update_relative does nothing (it is for task groups and XComArgs).

@@ -36,6 +36,8 @@ kube_conn_id                Airflow connection of the cluster (the provider's de
 kube_in_cluster             True / False (the provider's default)
 fast_task_setattr           build tasks through a faster ``BaseOperator.__setattr__``
                             (True; token_fetcher.airflow.fast_setattr)
+fast_edges                  set a DAG's dependencies without hashing the DAG per task
+                            (True; token_fetcher.airflow.fast_edges)
 ==========================  =========================================================
 """
 
