@@ -15,3 +15,14 @@ def peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("/proc/self/status has no VmHWM line")
+
+
+def unshared_bytes() -> int:
+    """This program's memory that no other process maps (its USS): ``Private_Clean`` plus
+    ``Private_Dirty`` of ``/proc/self/smaps_rollup``."""
+    total = 0
+    with open("/proc/self/smaps_rollup", encoding="ascii") as rollup:
+        for line in rollup:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total

@@ -64,7 +64,9 @@ def spawn(command: list[str], cpus: set[int] | None = None, **kwargs) -> subproc
 
 class RssSampler:
     """Samples the RSS of a process, of its whole tree (children included), and of its
-    children alone."""
+    children alone; and the process's RSS plus its children's USS (their memory that no
+    other process maps): the tree's pages with those the children share with the process
+    (the interpreter's code, its libraries) counted once, as the kernel holds them."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.process = psutil.Process(pid)
@@ -72,6 +74,7 @@ class RssSampler:
         self.peak_tree = 0
         self.peak_self = 0
         self.peak_children = 0
+        self.peak_tree_distinct = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
@@ -90,18 +93,21 @@ class RssSampler:
             own = self.process.memory_info().rss
         except psutil.Error:
             return
-        total = own
+        total = distinct = own
         try:
             children = self.process.children(recursive=True)
         except psutil.Error:
             children = []
         for child in children:
             try:
-                total += child.memory_info().rss
+                rss = child.memory_info().rss
+                total += rss
+                distinct += _unique_set_size(child, rss)
             except psutil.Error:
                 continue
         self.peak_self = max(self.peak_self, own)
         self.peak_tree = max(self.peak_tree, total)
+        self.peak_tree_distinct = max(self.peak_tree_distinct, distinct)
         self.peak_children = max(self.peak_children, total - own)
         self.samples += 1
 
@@ -114,6 +120,14 @@ class RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _unique_set_size(process: psutil.Process, rss: int) -> int:
+    """``process``'s USS, or its RSS where its memory map cannot be read."""
+    try:
+        return process.memory_full_info().uss
+    except psutil.AccessDenied:
+        return rss
 
 
 class ServerProcess:
