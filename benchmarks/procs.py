@@ -101,10 +101,11 @@ class RssSampler:
         for child in children:
             try:
                 rss = child.memory_info().rss
-                total += rss
-                distinct += _unique_set_size(child, rss)
-            except psutil.Error:
+                unshared = _unique_set_size(child, rss)
+            except psutil.Error:  # it exited meanwhile
                 continue
+            total += rss
+            distinct += unshared
         self.peak_self = max(self.peak_self, own)
         self.peak_tree = max(self.peak_tree, total)
         self.peak_tree_distinct = max(self.peak_tree_distinct, distinct)
